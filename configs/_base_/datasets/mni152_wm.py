@@ -1,0 +1,22 @@
+# The embedded default: white matter on 31 axial MNI152 slices (from nilearn's wheel);
+# slice z=90 is the labelled reference, the other 30 are segmented and scored.
+dataset_type = 'MNI152WhiteMatterDataset'
+data_root = 'data/mni152_wm'
+test_pipeline = [
+    dict(type='LoadOneShotImage'),
+    dict(type='LoadOneShotAnnotations'),
+    dict(type='PackSegInputs',
+         meta_keys=('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
+                    'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
+                    'slice_index', 'axis', 'num_classes', 'ref_img_path',
+                    'ref_seg_map_path', 'ref_slice_index')),
+]
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, data_root=data_root, reference='z090',
+                 pipeline=test_pipeline),
+)
+test_evaluator = dict(type='PerImageDiceMetric')

@@ -1,0 +1,10 @@
+"""mmseg-medpersam: one-shot medical segmentation with a frozen SAM, as an mmseg plugin.
+
+Importing the package registers every module (``custom_imports`` in the configs does this).
+``compat`` runs first so mmseg's models import under mmcv-lite.
+"""
+from . import compat  # noqa: F401  (must precede any mmseg.models import)
+from . import datasets, engine, evaluation, heads, prompts, sam, segmentors  # noqa: F401
+from .version import __version__
+
+__all__ = ['__version__']

@@ -1,0 +1,135 @@
+"""Read images and label maps for one-shot tasks: the one place masks are normalised.
+
+Every image and mask the plugin touches (reference, targets, ground truth) goes through
+``load_image`` / ``load_label_map``, so a 0/255 PNG, a 0/1 PNG, a NIfTI label volume and a
+DICOM slice all end up as the same thing: an HxWx3 uint8 RGB image and an HxW uint8 label map.
+
+Label rule: with two classes (background + one structure) a mask stored as {0, 255} or {0, 1}
+becomes {0, 1}; otherwise values are class indices and must be < ``num_classes``. In ground
+truth (not in references) 255 stays mmseg's "ignore". Any other value is an error naming the file.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..sam.image import to_uint8_rgb
+
+IGNORE_INDEX = 255
+NIFTI_SUFFIXES = ('.nii', '.nii.gz')
+DICOM_SUFFIXES = ('.dcm', '.dicom')
+
+
+class OneShotDataError(ValueError):
+    """An input file cannot be used (unreadable, empty mask, wrong size, unknown labels)."""
+
+
+def _is_nifti(path: str) -> bool:
+    return path.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _is_dicom(path: str) -> bool:
+    return path.lower().endswith(DICOM_SUFFIXES)
+
+
+def read_array(path: str, slice_index: Optional[int] = None, axis: int = 2) -> np.ndarray:
+    """Raw pixel data of a 2D image file, a DICOM slice, or one slice of a NIfTI volume.
+
+    2D files keep their channels (converted BGR -> RGB) and dtype (8/16-bit, float).
+    """
+    if not osp.isfile(path):
+        raise OneShotDataError(f'{path}: file not found.')
+    try:
+        if _is_nifti(path):
+            import nibabel as nib
+            volume = nib.load(path).dataobj
+            if len(volume.shape) == 2:
+                data = np.asarray(volume)
+            else:
+                if slice_index is None:
+                    raise OneShotDataError(
+                        f'{path}: a {len(volume.shape)}D volume needs a slice index.')
+                index = [slice(None)] * len(volume.shape)
+                index[axis] = int(slice_index)
+                data = np.asarray(volume[tuple(index)])
+            data = np.squeeze(data)
+            # Voxel axes (i, j) -> image rows/cols shown with the second axis up.
+            return np.ascontiguousarray(np.flipud(data.T))
+        if _is_dicom(path):
+            import pydicom
+            ds = pydicom.dcmread(path)
+            data = ds.pixel_array.astype(np.float32)
+            slope = float(getattr(ds, 'RescaleSlope', 1.0))
+            intercept = float(getattr(ds, 'RescaleIntercept', 0.0))
+            return data * slope + intercept
+        import cv2
+        data = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    except OneShotDataError:
+        raise
+    except Exception as e:
+        raise OneShotDataError(f'{path}: cannot read ({type(e).__name__}: {e}).') from e
+    if data is None:
+        raise OneShotDataError(f'{path}: cannot read (not an image file OpenCV understands, '
+                               'or a corrupt one).')
+    if data.ndim == 3 and data.shape[2] >= 3:
+        data = np.ascontiguousarray(data[..., [2, 1, 0] + list(range(3, data.shape[2]))])
+    return data
+
+
+def load_image(path: str, slice_index: Optional[int] = None, axis: int = 2,
+               window: Optional[Sequence[float]] = None) -> np.ndarray:
+    """An HxWx3 uint8 RGB image, windowed by ``sam.image.to_uint8_rgb``'s documented rule."""
+    data = read_array(path, slice_index, axis)
+    if data.size == 0:
+        raise OneShotDataError(f'{path}: empty image.')
+    try:
+        return to_uint8_rgb(data, window)
+    except ValueError as e:
+        raise OneShotDataError(f'{path}: {e}') from e
+
+
+def normalize_label_map(labels: np.ndarray, num_classes: int, path: str,
+                        allow_ignore: bool) -> np.ndarray:
+    """Apply the module's label rule to raw mask values; errors name ``path``."""
+    if labels.ndim == 3:
+        if labels.shape[2] in (3, 4) and all(
+                np.array_equal(labels[..., 0], labels[..., c]) for c in (1, 2)):
+            labels = labels[..., 0]
+        else:
+            raise OneShotDataError(
+                f'{path}: a label map must have one channel (got shape {labels.shape}); '
+                'save class indices as a grayscale PNG.')
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+            raise OneShotDataError(f'{path}: label map has non-integer values.')
+    values = np.unique(labels)
+    if num_classes == 2 and set(values.tolist()) <= {0, 255}:
+        return (labels == 255).astype(np.uint8)
+    allowed = set(range(num_classes)) | ({IGNORE_INDEX} if allow_ignore else set())
+    unknown = sorted(set(values.tolist()) - allowed)
+    if unknown:
+        shown = ', '.join(str(int(v)) for v in unknown[:10])
+        raise OneShotDataError(
+            f'{path}: label values {{{shown}}} are not classes of this task '
+            f'(num_classes={num_classes}: expected 0..{num_classes - 1}'
+            + (', or 0/255 for a binary mask' if num_classes == 2 else '')
+            + (', 255 = ignore' if allow_ignore else '') + ').')
+    return labels.astype(np.uint8)
+
+
+def load_label_map(path: str, num_classes: int, slice_index: Optional[int] = None,
+                   axis: int = 2, allow_ignore: bool = True) -> np.ndarray:
+    """An HxW uint8 label map (class indices) from a mask file or a label-volume slice."""
+    return normalize_label_map(read_array(path, slice_index, axis), num_classes, path,
+                               allow_ignore)
+
+
+def check_same_size(image: np.ndarray, labels: np.ndarray, img_path: str,
+                    seg_map_path: str) -> None:
+    """A mask must cover its image pixel for pixel."""
+    if image.shape[:2] != labels.shape[:2]:
+        raise OneShotDataError(
+            f'{seg_map_path}: mask size {labels.shape[0]}x{labels.shape[1]} differs from its '
+            f'image {img_path} ({image.shape[0]}x{image.shape[1]}).')

@@ -1,0 +1,161 @@
+"""One-shot datasets: a labelled reference plus the images to segment and score."""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Union
+
+from mmengine.logging import print_log
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS
+
+from .io import OneShotDataError
+from .mni152 import REFERENCE_SLICE, is_prepared, prepare_mni152, slice_name
+
+Reference = Union[str, Dict[str, object]]
+
+
+def _attach_reference(data_list: List[dict], reference: dict, num_classes: int) -> List[dict]:
+    for info in data_list:
+        info['ref_img_path'] = reference['img_path']
+        info['ref_seg_map_path'] = reference['seg_map_path']
+        info['ref_slice_index'] = reference.get('slice_index')
+        info['num_classes'] = num_classes
+    return data_list
+
+
+@DATASETS.register_module()
+class OneShotFolderDataset(BaseSegDataset):
+    """Images in ``images/`` and masks of the same stem in ``masks/``; one of them is the reference.
+
+    The reference pair is removed from the evaluated set and attached to every sample's
+    metainfo (``ref_img_path``, ``ref_seg_map_path``), so a segmentor needs no other input.
+
+    Args:
+        reference: the reference's file stem relative to the image folder (e.g. ``'z090'``),
+            or ``dict(img_path=..., seg_map_path=...)`` for a pair stored elsewhere.
+    """
+
+    METAINFO = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 255, 255]])
+
+    def __init__(self, reference: Reference,
+                 data_prefix: dict = dict(img_path='images', seg_map_path='masks'),
+                 img_suffix: str = '.png', seg_map_suffix: str = '.png', **kwargs) -> None:
+        self.reference = reference
+        super().__init__(data_prefix=data_prefix, img_suffix=img_suffix,
+                         seg_map_suffix=seg_map_suffix, **kwargs)
+
+    def _resolve_reference(self) -> dict:
+        if isinstance(self.reference, dict):
+            ref = dict(self.reference)
+            for key in ('img_path', 'seg_map_path'):
+                if key not in ref:
+                    raise OneShotDataError(f'reference dict needs {key!r}, got {sorted(ref)}')
+                if self.data_root and not osp.isabs(str(ref[key])):
+                    ref[key] = osp.join(self.data_root, str(ref[key]))
+            return ref
+        img_dir = self.data_prefix['img_path']
+        ann_dir = self.data_prefix['seg_map_path']
+        return dict(img_path=osp.join(img_dir, self.reference + self.img_suffix),
+                    seg_map_path=osp.join(ann_dir, self.reference + self.seg_map_suffix))
+
+    def load_data_list(self) -> List[dict]:
+        img_dir = self.data_prefix['img_path']
+        if not osp.isdir(img_dir):
+            raise OneShotDataError(f'{img_dir}: image folder not found.')
+        data_list = super().load_data_list()
+        ref = self._resolve_reference()
+        for key in ('img_path', 'seg_map_path'):
+            if not osp.isfile(ref[key]):
+                raise OneShotDataError(f'{ref[key]}: reference file not found.')
+        ref_real = osp.realpath(ref['img_path'])
+        data_list = [d for d in data_list if osp.realpath(d['img_path']) != ref_real]
+        missing = [d['seg_map_path'] for d in data_list if not osp.isfile(d['seg_map_path'])]
+        if missing:
+            raise OneShotDataError(f'{missing[0]}: mask not found (and {len(missing) - 1} more); '
+                                   'every image needs a mask of the same stem.')
+        if not data_list:
+            raise OneShotDataError(f'{img_dir}: no images to segment besides the reference.')
+        return _attach_reference(data_list, ref, len(self.metainfo['classes']))
+
+
+@DATASETS.register_module()
+class MNI152WhiteMatterDataset(OneShotFolderDataset):
+    """The embedded default: white matter on 31 axial MNI152 slices, reference z = 90.
+
+    The slices are written from the template inside nilearn's wheel on first use
+    (``tools/prepare_mni152.py`` does the same explicitly).
+    """
+
+    METAINFO = dict(classes=('background', 'white matter'), palette=[[0, 0, 0], [255, 255, 255]])
+
+    def __init__(self, data_root: str = 'data/mni152_wm',
+                 reference: Reference = slice_name(REFERENCE_SLICE), **kwargs) -> None:
+        if not is_prepared(data_root):
+            print_log(f'Writing the MNI152 white-matter slices to {data_root} (from nilearn)',
+                      logger='current')
+            prepare_mni152(data_root)
+        super().__init__(data_root=data_root, reference=reference, **kwargs)
+
+
+@DATASETS.register_module()
+class NiftiSliceDataset(BaseSegDataset):
+    """2D slices of NIfTI volumes (image + label volume pairs) as a one-shot task.
+
+    Args:
+        volumes: list of ``dict(img=path, seg=path)`` pairs (relative to ``data_root``).
+        reference: ``dict(volume=index into volumes, slice=index)``: the labelled slice.
+        axis: slicing axis (2 = axial for RAS volumes).
+        slices: optional (start, stop, step) over the axis; default all slices.
+        skip_empty: leave out slices whose label map has no foreground.
+    """
+
+    METAINFO = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 255, 255]])
+
+    def __init__(self, volumes: Sequence[dict], reference: dict, axis: int = 2,
+                 slices: Optional[Sequence[int]] = None, skip_empty: bool = False,
+                 **kwargs) -> None:
+        self.volumes = [dict(v) for v in volumes]
+        self.ref_spec = dict(reference)
+        self.axis = axis
+        self.slices = slices
+        self.skip_empty = skip_empty
+        super().__init__(**kwargs)
+
+    def _path(self, path: str) -> str:
+        return path if osp.isabs(path) or not self.data_root else osp.join(self.data_root, path)
+
+    def load_data_list(self) -> List[dict]:
+        import nibabel as nib
+        import numpy as np
+
+        data_list: List[dict] = []
+        ref_volume = int(self.ref_spec.get('volume', 0))
+        ref_slice = int(self.ref_spec['slice'])
+        num_classes = len(self.metainfo['classes'])
+        for v, pair in enumerate(self.volumes):
+            img, seg = self._path(pair['img']), self._path(pair['seg'])
+            for path in (img, seg):
+                if not osp.isfile(path):
+                    raise OneShotDataError(f'{path}: volume not found.')
+            img_shape = nib.load(img).shape
+            seg_obj = nib.load(seg)
+            if tuple(img_shape[:3]) != tuple(seg_obj.shape[:3]):
+                raise OneShotDataError(f'{seg}: label volume shape {seg_obj.shape} differs from '
+                                       f'its image {img} ({img_shape}).')
+            depth = img_shape[self.axis]
+            start, stop, step = (self.slices or (0, depth, 1))
+            for z in range(start, min(stop, depth), step):
+                if v == ref_volume and z == ref_slice:
+                    continue
+                if self.skip_empty:
+                    index = [slice(None)] * len(seg_obj.shape)
+                    index[self.axis] = z
+                    if not np.any(np.asarray(seg_obj.dataobj[tuple(index)])):
+                        continue
+                data_list.append(dict(img_path=img, seg_map_path=seg, slice_index=z,
+                                      axis=self.axis, label_map=self.label_map,
+                                      reduce_zero_label=False, seg_fields=[]))
+        ref_pair = self.volumes[ref_volume]
+        ref = dict(img_path=self._path(ref_pair['img']), seg_map_path=self._path(ref_pair['seg']),
+                   slice_index=ref_slice)
+        return _attach_reference(data_list, ref, num_classes)

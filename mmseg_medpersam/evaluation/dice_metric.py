@@ -1,0 +1,125 @@
+"""Per-image foreground Dice and IoU, as medical segmentation papers report them.
+
+mmseg's ``IoUMetric`` sums areas over the whole dataset and averages the background class in,
+which inflates a two-class medical score. Here every image is scored on its own, per foreground
+class; the summary is the mean (and std) over images, then over classes, in percent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+from mmseg.registry import METRICS
+
+from ..datasets.io import IGNORE_INDEX
+
+
+def dice_iou(pred: np.ndarray, gt: np.ndarray) -> tuple:
+    """Dice and IoU of two bool masks; (nan, nan) when both are empty (nothing to find)."""
+    inter = float(np.logical_and(pred, gt).sum())
+    p, g = float(pred.sum()), float(gt.sum())
+    if p + g == 0:
+        return float('nan'), float('nan')
+    return 2 * inter / (p + g), inter / (p + g - inter)
+
+
+@METRICS.register_module()
+class PerImageDiceMetric(BaseMetric):
+    """Foreground Dice/IoU per image and class; mean and std over images.
+
+    Images where a class is absent from both the prediction and the ground truth do not count
+    for that class (there is nothing to score). Pixels labelled 255 are ignored.
+
+    Args:
+        out_file: where to also write the JSON summary with every image's scores
+            (``tools/test.py --out-metrics`` sets it).
+    """
+
+    default_prefix: Optional[str] = None
+
+    def __init__(self, out_file: Optional[str] = None, collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.out_file = out_file
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        num_classes = len(self.dataset_meta['classes']) if self.dataset_meta else None
+        for sample in data_samples:
+            pred = sample['pred_sem_seg']['data'].squeeze().cpu().numpy()
+            gt = sample['gt_sem_seg']['data'].squeeze().cpu().numpy()
+            valid = gt != IGNORE_INDEX
+            n = num_classes or int(max(pred.max(), gt[valid].max(initial=0)) + 1)
+            scores = {}
+            for c in range(1, n):
+                scores[c] = dice_iou((pred == c) & valid, (gt == c) & valid)
+            path = sample.get('img_path', '')
+            index = sample.get('slice_index')
+            name = osp.basename(path) if index is None else f'{osp.basename(path)}#{index}'
+            self.results.append(dict(img=name, scores=scores,
+                                     seconds=sample.get('predict_seconds')))
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        classes = self.dataset_meta['classes'] if self.dataset_meta else None
+        class_ids = sorted({c for r in results for c in r['scores']})
+        summary: Dict[str, float] = {}
+        per_class = {}
+        for c in class_ids:
+            d = np.array([r['scores'][c][0] for r in results if c in r['scores']], float)
+            j = np.array([r['scores'][c][1] for r in results if c in r['scores']], float)
+            d, j = d[~np.isnan(d)], j[~np.isnan(j)]
+            name = classes[c] if classes and c < len(classes) else str(c)
+            per_class[name] = dict(dice=100 * d.mean() if d.size else float('nan'),
+                                   dice_std=100 * d.std() if d.size else float('nan'),
+                                   iou=100 * j.mean() if j.size else float('nan'),
+                                   num_images=int(d.size))
+        if per_class:
+            summary['mDice'] = float(np.nanmean([v['dice'] for v in per_class.values()]))
+            summary['mDice_std'] = float(np.nanmean([v['dice_std'] for v in per_class.values()]))
+            summary['mIoU'] = float(np.nanmean([v['iou'] for v in per_class.values()]))
+        seconds = [r['seconds'] for r in results if r.get('seconds') is not None]
+        if seconds:
+            summary['sec_per_img'] = float(np.mean(seconds))
+        lines = [f'{name}: Dice {v["dice"]:.2f} +- {v["dice_std"]:.2f}, IoU {v["iou"]:.2f} '
+                 f'({v["num_images"]} images)' for name, v in per_class.items()]
+        print_log('per-image foreground scores\n' + '\n'.join(lines), logger='current')
+        if self.out_file:
+            self.write_json(self.out_file, summary, per_class, results)
+        return {k: round(v, 2) if k != 'sec_per_img' else round(v, 3) for k, v in summary.items()}
+
+    @staticmethod
+    def write_json(path: str, summary: dict, per_class: dict, results: List[dict]) -> None:
+        per_image = []
+        for r in results:
+            d = [v[0] for v in r['scores'].values() if not np.isnan(v[0])]
+            j = [v[1] for v in r['scores'].values() if not np.isnan(v[1])]
+            entry = dict(img=r['img'], dice=float(np.mean(d)) if d else None,
+                         iou=float(np.mean(j)) if j else None)
+            if len(r['scores']) > 1:
+                entry['per_class'] = {str(c): dict(dice=v[0], iou=v[1])
+                                      for c, v in r['scores'].items()}
+            if r.get('seconds') is not None:
+                entry['seconds'] = r['seconds']
+            per_image.append(entry)
+        out = dict(summary, per_class=per_class, per_image=per_image)
+        if osp.dirname(path):
+            os.makedirs(osp.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(_finite(out), f, indent=2, allow_nan=False)
+
+
+def _finite(value):
+    """JSON has no NaN: undefined scores are written as null."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -1,0 +1,42 @@
+"""PerSAM: training-free personalisation of SAM from one reference (Zhang et al., 2023)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from mmseg.registry import MODELS
+
+from ..prompts.context import PromptContext
+from ..sam.backend import SAMBackend
+from .base import BaseOneShotHead, HeadResult
+from .refinement import cascaded_refinement, to_image_logits
+
+
+@MODELS.register_module()
+class PerSAMHead(BaseOneShotHead):
+    """Location prior + decoder hooks, then two cascaded refinements.
+
+    1. the location prior's two points with target-guided attention and the target-semantic
+       prompt, one mask;
+    2. the same points + that mask's logits, best of three by predicted IoU;
+    3. the same points + the box of the best mask + its logits, best of three.
+
+    Args:
+        location_prior: a prompt generator config (default ``PerSAMLocationPrior``).
+        num_refinements: cascaded refinement steps after the first call (PerSAM: 2).
+    """
+
+    def __init__(self, location_prior: Optional[dict] = None, num_refinements: int = 2) -> None:
+        super().__init__()
+        self.location_prior = MODELS.build(location_prior or dict(type='PerSAMLocationPrior'))
+        self.num_refinements = num_refinements
+
+    def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
+        prompts = self.location_prior(ctx)
+        first = sam.decode(ctx.target, prompts, multimask=False)
+        points = prompts.__class__(point_coords=prompts.point_coords,
+                                   point_labels=prompts.point_labels)
+        logits, iou = cascaded_refinement(sam, ctx.target, points, first.low_res_logits,
+                                          steps=self.num_refinements)
+        info = {'iou_prediction': float(iou[0]) if iou is not None
+                else float(first.iou_predictions[0, 0])}
+        return HeadResult(to_image_logits(logits, ctx.target), prompts=prompts, info=info)

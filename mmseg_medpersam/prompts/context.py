@@ -1,0 +1,116 @@
+"""What a prompt generator may look at: the reference, the target, the current mask."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+import torch
+from torch import Tensor
+
+from ..sam.image import frame_to_image, image_to_frame
+
+if TYPE_CHECKING:  # the backend imports ``Prompts`` from this package
+    from ..sam.backend import ImageEmbedding
+
+GRID = 64  # SAM's image-embedding grid
+
+
+@dataclass
+class ReferenceContext:
+    """The labelled reference for ONE foreground class.
+
+    Attributes:
+        image: (3, H, W) float RGB 0..255.
+        mask: (H, W) bool mask of the class.
+        embedding: SAM's embedding of ``image``.
+        key: identifies the reference (its file and class) for caches.
+        cache: per-reference state a head or generator computes once (fitted weights, ...).
+    """
+
+    image: Tensor
+    mask: Tensor
+    embedding: 'ImageEmbedding'
+    key: str
+    cache: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid_coverage(self) -> Tensor:
+        """(64, 64) fraction of each embedding cell covered by the mask (SAM's padded frame)."""
+        if 'grid_coverage' not in self.cache:
+            self.cache['grid_coverage'] = image_to_frame(
+                self.mask.float(), self.embedding.original_size, GRID)
+        return self.cache['grid_coverage']
+
+    @property
+    def grid_mask(self) -> Tensor:
+        """(64, 64) bool: cells at least half covered, else any covered cell (small masks)."""
+        cov = self.grid_coverage
+        cells = cov >= 0.5
+        return cells if cells.any() else cov > 0
+
+    def foreground_features(self) -> Tensor:
+        """(N, 256) SAM features of the reference's foreground cells."""
+        feats = self.embedding.features[0]  # (256, 64, 64)
+        return feats[:, self.grid_mask].T
+
+    @property
+    def prototype(self) -> Tensor:
+        """(256,) mean reference feature under the mask (PerSAM's target embedding)."""
+        if 'prototype' not in self.cache:
+            self.cache['prototype'] = self.foreground_features().mean(dim=0)
+        return self.cache['prototype']
+
+
+@dataclass
+class PromptContext:
+    """One target image being segmented for one class, at one refinement step.
+
+    Attributes:
+        reference: the class's reference.
+        target: SAM's embedding of the target image.
+        image: (3, H, W) float RGB 0..255 target image.
+        mask: (H, W) bool current mask (warped reference, or SAM's last output), if any.
+        logits: (1, 1, 256, 256) SAM low-res logits of ``mask`` when it came from SAM.
+        prior: (H, W) float in [0, 1]: a soft prior mask (e.g. the warped reference mask).
+        iteration: refinement step (0 = first prompts).
+        cache: per-target values shared by generators (similarity maps, ...).
+    """
+
+    reference: ReferenceContext
+    target: 'ImageEmbedding'
+    image: Tensor
+    mask: Optional[Tensor] = None
+    logits: Optional[Tensor] = None
+    prior: Optional[Tensor] = None
+    iteration: int = 0
+    cache: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def original_size(self):
+        return self.target.original_size
+
+    def similarity_grid(self, prototype: Optional[Tensor] = None) -> Tensor:
+        """(64, 64) cosine similarity of each target cell to the reference prototype."""
+        key = 'similarity_grid' if prototype is None else None
+        if key and key in self.cache:
+            return self.cache[key]
+        proto = self.reference.prototype if prototype is None else prototype
+        feats = torch.nn.functional.normalize(self.target.features[0], dim=0)
+        sim = torch.einsum('c,chw->hw', torch.nn.functional.normalize(proto, dim=0), feats)
+        if key:
+            self.cache[key] = sim
+        return sim
+
+    def similarity_map(self, prototype: Optional[Tensor] = None) -> Tensor:
+        """(H, W) cosine similarity on the target image (through SAM's frame, as PerSAM)."""
+        key = 'similarity_map' if prototype is None else None
+        if key and key in self.cache:
+            return self.cache[key]
+        grid = self.similarity_grid(prototype)
+        # 64 -> 256 as PerSAM does, then SAM's own postprocessing to the image.
+        up = torch.nn.functional.interpolate(grid[None, None], size=(256, 256),
+                                             mode='bilinear', align_corners=False)[0, 0]
+        sim = frame_to_image(up, self.original_size)
+        if key:
+            self.cache[key] = sim
+        return sim

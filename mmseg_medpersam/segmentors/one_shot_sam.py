@@ -1,0 +1,188 @@
+"""``OneShotSAMSegmentor``: segment targets from one labelled reference with a frozen SAM."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from torch import Tensor
+
+from ..datasets.io import OneShotDataError, check_same_size, load_image, load_label_map
+from ..heads.base import BaseOneShotHead, HeadResult
+from ..prompts.context import PromptContext, ReferenceContext
+
+
+@dataclass
+class ReferenceSet:
+    """A loaded reference: its image and one ``ReferenceContext`` per labelled class."""
+
+    img_path: str
+    seg_map_path: str
+    image: Tensor
+    labels: np.ndarray
+    classes: Dict[int, ReferenceContext] = field(default_factory=dict)
+
+
+def sample_key(metainfo: dict, prefix: str = '') -> str:
+    """A stable key for an image (its path and, for volumes, its slice)."""
+    path = metainfo.get(prefix + 'img_path')
+    index = metainfo.get(prefix + 'slice_index')
+    return f'{path}' if index is None else f'{path}#{index}'
+
+
+@MODELS.register_module()
+class OneShotSAMSegmentor(BaseSegmentor):
+    """A frozen SAM plus a one-shot head; the reference comes from the config or each sample.
+
+    For every foreground class of the reference mask the head segments the target once; the
+    class masks are merged into one label map (a pixel claimed by several classes goes to the
+    class with the highest logit). Prompts used are stored with each prediction.
+
+    Args:
+        sam: ``SAMBackend`` config.
+        head: head config (``PerSAMHead``, ``PerSAMFHead``, ``MatcherHead``, ``MedPerSAMHead``...).
+        reference: ``dict(img_path, seg_map_path[, slice_index, axis])``; None takes the
+            reference the dataset attaches to each sample (``ref_img_path`` ...).
+        num_classes: classes including background; None takes the dataset's (sample metainfo).
+        window: intensity window for non-8-bit reference images (as ``LoadOneShotImage``).
+    """
+
+    def __init__(self, sam: dict, head: dict, reference: Optional[dict] = None,
+                 num_classes: Optional[int] = None, window: Optional[Sequence[float]] = None,
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.sam = MODELS.build(sam)
+        self.head: BaseOneShotHead = MODELS.build(head)
+        self.reference_cfg = dict(reference) if reference else None
+        self.num_classes = num_classes
+        self.window = window
+        self.align_corners = False
+        self._references: Dict[str, ReferenceSet] = {}
+        self.priors: Dict[str, Dict[int, Tensor]] = {}  # per target key and class (Med-PerSAM)
+
+    # ------------------------------------------------------------------ reference
+    def _reference_spec(self, metainfo: dict) -> dict:
+        if self.reference_cfg is not None:
+            return self.reference_cfg
+        if not metainfo.get('ref_img_path'):
+            raise OneShotDataError(
+                'no reference: set model.reference=dict(img_path=..., seg_map_path=...) or use '
+                'a one-shot dataset that attaches one (OneShotFolderDataset, ...).')
+        return dict(img_path=metainfo['ref_img_path'], seg_map_path=metainfo['ref_seg_map_path'],
+                    slice_index=metainfo.get('ref_slice_index'), axis=metainfo.get('axis', 2))
+
+    def _num_classes(self, metainfo: dict) -> int:
+        return int(self.num_classes or metainfo.get('num_classes') or 2)
+
+    def get_reference(self, metainfo: dict) -> ReferenceSet:
+        """Load, check, encode and prepare the reference (once; cached by path)."""
+        spec = self._reference_spec(metainfo)
+        key = sample_key(spec)
+        if key in self._references:
+            return self._references[key]
+        img_path, seg_path = spec['img_path'], spec['seg_map_path']
+        index, axis = spec.get('slice_index'), spec.get('axis', 2)
+        image = load_image(img_path, index, axis, self.window)
+        labels = load_label_map(seg_path, self._num_classes(metainfo), index, axis,
+                                allow_ignore=False)
+        check_same_size(image, labels, img_path, seg_path)
+        present = [int(c) for c in np.unique(labels) if c != 0]
+        if not present:
+            raise OneShotDataError(f'{seg_path}: the reference mask is empty (no foreground '
+                                   'pixel): label at least one structure.')
+        image_t = torch.from_numpy(image).permute(2, 0, 1).float().to(self.sam.device)
+        emb = self.sam.encode(image_t, key='ref:' + key)
+        ref = ReferenceSet(img_path, seg_path, image_t, labels)
+        for c in present:
+            mask = torch.from_numpy(labels == c).to(self.sam.device)
+            ref.classes[c] = ReferenceContext(image_t, mask, emb, key=f'{key}:{c}')
+            self.head.prepare(self.sam, ref.classes[c])
+        missing = set(range(1, self._num_classes(metainfo))) - set(present)
+        if missing:
+            print_log(f'{seg_path}: classes {sorted(missing)} have no reference pixels and '
+                      'will not be predicted.', logger='current', level=30)
+        self._references[key] = ref
+        return ref
+
+    # ------------------------------------------------------------------ prediction
+    def segment(self, image: Tensor, metainfo: dict) -> Dict[int, HeadResult]:
+        """Per-class head results for one (3, H, W) RGB target image."""
+        ref = self.get_reference(metainfo)
+        key = sample_key(metainfo)
+        emb = self.sam.encode(image, key=key)
+        priors = self.priors.get(key, {})
+        results = {}
+        for c, ref_ctx in ref.classes.items():
+            ctx = PromptContext(reference=ref_ctx, target=emb, image=image, prior=priors.get(c))
+            results[c] = self.head.predict(self.sam, ctx)
+        return results
+
+    @staticmethod
+    def merge_classes(results: Dict[int, HeadResult], size) -> Tensor:
+        """(H, W) label map: each pixel takes the class with the highest positive logit."""
+        labels = torch.zeros(size, dtype=torch.long)
+        if not results:
+            return labels
+        classes = sorted(results)
+        logits = torch.stack([results[c].logits.float().cpu() for c in classes])
+        best = logits.argmax(dim=0)
+        fg = logits.max(dim=0).values > 0
+        labels[fg] = torch.tensor(classes)[best[fg]]
+        return labels
+
+    def predict(self, inputs: Tensor, data_samples: Optional[List[SegDataSample]] = None
+                ) -> List[SegDataSample]:
+        if data_samples is None:
+            data_samples = [SegDataSample(metainfo=dict(img_shape=inputs.shape[-2:],
+                                                        ori_shape=inputs.shape[-2:]))
+                            for _ in range(inputs.shape[0])]
+        for image, sample in zip(inputs, data_samples):
+            meta = sample.metainfo
+            h, w = meta.get('img_shape', image.shape[-2:])
+            start = time.perf_counter()
+            results = self.segment(image[:, :h, :w].float(), meta)
+            labels = self.merge_classes(results, (h, w))
+            ori = tuple(meta.get('ori_shape', (h, w)))
+            if ori != (h, w):
+                labels = F.interpolate(labels[None, None].float(), ori, mode='nearest')[0, 0].long()
+            sample.set_data({'pred_sem_seg': PixelData(data=labels[None])})
+            sample.set_field({c: self._prompt_record(r) for c, r in results.items()},
+                             'prompts', field_type='metainfo')
+            sample.set_field(time.perf_counter() - start, 'predict_seconds',
+                             field_type='metainfo')
+        return data_samples
+
+    @staticmethod
+    def _prompt_record(result: HeadResult) -> dict:
+        record = result.prompts.to_numpy() if result.prompts is not None else {}
+        if result.prompt_mask is not None:
+            record['mask'] = result.prompt_mask.detach().cpu().numpy().astype(bool)
+        record.update(result.info)
+        return record
+
+    # ------------------------------------------------------------------ BaseSegmentor API
+    def loss(self, inputs: Tensor, data_samples: List[SegDataSample]) -> dict:
+        raise NotImplementedError(
+            'OneShotSAMSegmentor never trains SAM: run tools/test.py (the one-shot fits of '
+            'PerSAM-F and Med-PerSAM happen inside the test loop).')
+
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        return [self.sam.encode(img.float()).features for img in inputs]
+
+    def encode_decode(self, inputs: Tensor, batch_data_samples: List[SegDataSample]) -> Tensor:
+        samples = self.predict(inputs, batch_data_samples)
+        return torch.stack([s.pred_sem_seg.data for s in samples])
+
+    def _forward(self, inputs: Tensor, data_samples: Optional[List[SegDataSample]] = None):
+        return self.extract_feat(inputs)
+
+
+__all__ = ['OneShotSAMSegmentor', 'ReferenceSet', 'sample_key']

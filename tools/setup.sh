@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: .venv with the pinned stack, the plugin (editable), the MNI152 data.
+# Idempotent: a second run only checks. Usage: bash tools/setup.sh [VENV_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${1:-${MEDPERSAM_VENV:-.venv}}
+PY=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.medpersam-installed"
+want=$(cat requirements.txt setup.py | sha1sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  "$VENV/bin/python" -m pip install -q --upgrade 'pip<26'
+  "$VENV/bin/python" -m pip install -q -r requirements.txt
+  "$VENV/bin/python" -m pip install -q --no-build-isolation -e '.[data,tests]'
+  echo "$want" > "$stamp"
+fi
+"$VENV/bin/python" tools/prepare_mni152.py --out-dir data/mni152_wm

@@ -1,0 +1,96 @@
+"""Segment a one-shot task and score it: mmseg's test CLI with an optional SAM checkpoint.
+
+    python tools/test.py CONFIG [--checkpoint PATH_OR_URL] [--out-metrics m.json] ...
+
+``--checkpoint`` gives the SAM weights (``model.sam.checkpoint``); without it the config's arch
+takes Meta's official URL (downloaded once, cached under torch hub's checkpoint folder).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import mmseg_medpersam  # noqa: E402,F401  (registers modules; mmcv-lite compat first)
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
+from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and score) a one-shot SAM segmentor')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
+    parser.add_argument('--work-dir', help='where logs and visualisations go')
+    parser.add_argument('--out-metrics', help='write {"mDice", "mIoU", "per_image": [...]} here')
+    parser.add_argument('--show-dir', help='save prediction overlays to this folder')
+    parser.add_argument('--device', help="run on this device, e.g. 'cpu' or 'cuda:0'")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. model.head.num_refinements=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.checkpoint:
+        cfg.model.sam.checkpoint = args.checkpoint
+    cfg.load_from = None  # SAM's weights load inside the model; nothing else to load
+    if args.out_metrics:
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) \
+            else [cfg.test_evaluator]
+        for ev in evaluators:
+            if ev.get('type') == 'PerImageDiceMetric':
+                ev['out_file'] = args.out_metrics
+    if args.show_dir:
+        cfg.default_hooks.visualization.draw = True
+        cfg.default_hooks.visualization.interval = 1
+        cfg.visualizer.save_dir = args.show_dir
+    if args.launcher != 'none' and not _cuda_available():
+        cfg.env_cfg.dist_cfg = dict(backend='gloo')
+    return cfg
+
+
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    try:
+        runner = Runner.from_cfg(cfg)
+        if args.device:
+            runner.model.to(args.device)
+        metrics = runner.test()
+    except CheckpointError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    except OneShotDataError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 3
+    print(json.dumps(metrics, indent=2))
+    if args.out_metrics:
+        print(f'per-image metrics written to {args.out_metrics}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
