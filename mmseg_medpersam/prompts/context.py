@@ -73,6 +73,7 @@ class PromptContext:
         logits: (1, 1, 256, 256) SAM low-res logits of ``mask`` when it came from SAM.
         prior: (H, W) float in [0, 1]: a soft prior mask (e.g. the warped reference mask).
         iteration: refinement step (0 = first prompts).
+        target_key: identifies the target image (its file), for generators' own caches.
         cache: per-target values shared by generators (similarity maps, ...).
     """
 
@@ -83,6 +84,7 @@ class PromptContext:
     logits: Optional[Tensor] = None
     prior: Optional[Tensor] = None
     iteration: int = 0
+    target_key: Optional[str] = None
     cache: Dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -121,7 +121,8 @@ class OneShotSAMSegmentor(BaseSegmentor):
         priors = self.priors.get(key, {})
         results = {}
         for c, ref_ctx in ref.classes.items():
-            ctx = PromptContext(reference=ref_ctx, target=emb, image=image, prior=priors.get(c))
+            ctx = PromptContext(reference=ref_ctx, target=emb, image=image, prior=priors.get(c),
+                                target_key=key)
             results[c] = self.head.predict(self.sam, ctx)
         return results
 

@@ -1,0 +1,65 @@
+"""Matcher: candidates from many sampled prompts, scored by instance-level matching, merged."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from mmseg.registry import MODELS
+
+from ..matching import ScoreConfig, score_and_merge
+from ..prompts.context import PromptContext
+from ..prompts.matcher import MATCH_KEY
+from ..prompts.structures import Prompts
+from ..sam.backend import SAMBackend
+from ..sam.image import frame_to_image
+from .base import BaseOneShotHead, HeadResult
+
+
+@MODELS.register_module()
+class MatcherHead(BaseOneShotHead):
+    """Decode every sampled prompt set, score each mask (EMD, purity, coverage), merge the best.
+
+    Args:
+        prompt_sampler: ``MatcherPromptSampler`` config.
+        multimask_output: ask SAM for 3 masks per prompt set (Matcher's FSS preset: False).
+        decode_batch: prompt sets per decoder call.
+        score: ``ScoreConfig`` fields (alpha 0.8, beta 0.2, exp 1.0, top 10 merged, 0.7
+            relative-score threshold: the one-object preset).
+    """
+
+    def __init__(self, prompt_sampler: Optional[dict] = None, multimask_output: bool = False,
+                 decode_batch: int = 64, score: Optional[dict] = None) -> None:
+        super().__init__()
+        self.prompt_sampler = MODELS.build(prompt_sampler or dict(type='MatcherPromptSampler'))
+        self.multimask_output = multimask_output
+        self.decode_batch = decode_batch
+        self.score_cfg = ScoreConfig(**(score or {}))
+
+    def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
+        prompts = self.prompt_sampler(ctx)
+        match, points, ref_fg = ctx.cache[MATCH_KEY]
+        size = ctx.original_size
+        low_res = []
+        for start in range(0, prompts.num_sets, self.decode_batch):
+            part = prompts.select(torch.arange(start, min(start + self.decode_batch,
+                                                          prompts.num_sets)))
+            out = sam.decode(ctx.target, part, multimask=self.multimask_output)
+            low_res.append(out.low_res_logits.flatten(0, 1))
+        low_res = torch.cat(low_res)  # (M, 256, 256)
+        logits = frame_to_image(low_res, size)  # (M, H, W)
+        candidates = (logits > 0).cpu().numpy()
+        merged, scores, kept = score_and_merge(
+            candidates, match, None, ref_fg, points, self.prompt_sampler.encoder.grid_size,
+            self.score_cfg, self.prompt_sampler.encoder.patch_size)
+        if kept.size:
+            # The union of the kept masks as logits: positive exactly on the union.
+            merged_logits = logits[torch.from_numpy(kept).to(logits.device)].max(dim=0).values
+        else:
+            merged_logits = torch.full(size, -1.0, device=logits.device)
+        record = Prompts(
+            point_coords=torch.as_tensor(np.asarray(points, np.float32)).reshape(1, -1, 2),
+            point_labels=torch.ones(1, len(points), dtype=torch.long))
+        info = dict(num_candidates=int(len(candidates)), num_merged=int(kept.size),
+                    num_matches=int(len(match)))
+        return HeadResult(merged_logits, prompts=record, info=info)

@@ -1,0 +1,71 @@
+"""PerSAM-F's learnable fusion of SAM's three multimask outputs, fitted on the reference."""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torchvision.ops import sigmoid_focal_loss
+
+
+class MultimaskFusion(nn.Module):
+    """Two free scalars w1, w2 giving weights (1 - w1 - w2, w1, w2) over SAM's 3 masks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.full((2, ), 1 / 3))
+
+    def full_weights(self) -> Tensor:
+        """(3,) weights of the three outputs (they sum to one)."""
+        return torch.cat([1 - self.weights.sum(dim=0, keepdim=True), self.weights])
+
+    def forward(self, logits: Tensor) -> Tensor:
+        """(3, ...) logits -> (...) weighted sum."""
+        return torch.einsum('k,k...->...', self.full_weights(), logits)
+
+
+def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """PerSAM-F's smoothed soft Dice on sigmoid probabilities."""
+    p = logits.sigmoid().flatten()
+    g = target.float().flatten()
+    return 1 - (2 * (p * g).sum() + 1) / (p.sum() + g.sum() + 1)
+
+
+def fit_multimask_fusion(logits: Tensor, target: Tensor, iters: int = 1000, lr: float = 1e-3,
+                         eps: float = 1e-4, weight_decay: float = 0.01, alpha: float = 0.25,
+                         gamma: float = 2.0) -> Tuple[Tensor, List[float]]:
+    """Fit the fusion weights so the fused logits of the 3 outputs match ``target``.
+
+    The SAM outputs are fixed (computed once), so only 2 scalars are optimised: Dice + sigmoid
+    focal loss, AdamW with a cosine schedule, as PerSAM-F. Runs with gradients enabled even
+    inside mmengine's no-grad test loop.
+
+    Args:
+        logits: (3, H, W) SAM logits of the reference image (no gradient needed).
+        target: (H, W) reference mask.
+
+    Returns:
+        the (3,) fitted weights and the loss before and after fitting.
+    """
+    logits = logits.detach().float()
+    target = target.float().to(logits.device)
+    fusion = MultimaskFusion().to(logits.device)
+    with torch.enable_grad():
+        opt = torch.optim.AdamW(fusion.parameters(), lr=lr, eps=eps, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1))
+
+        def loss_fn() -> Tensor:
+            fused = fusion(logits)
+            return dice_loss(fused, target) + sigmoid_focal_loss(
+                fused, target, alpha=alpha, gamma=gamma, reduction='mean')
+
+        losses = [float(loss_fn())]
+        for _ in range(iters):
+            loss = loss_fn()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        losses.append(float(loss_fn()))
+    return fusion.full_weights().detach(), losses
