@@ -4,7 +4,8 @@ Importing the package registers every module (``custom_imports`` in the configs 
 ``compat`` runs first so mmseg's models import under mmcv-lite.
 """
 from . import compat  # noqa: F401  (must precede any mmseg.models import)
-from . import datasets, engine, evaluation, heads, matching, prompts, sam, segmentors  # noqa: F401
+from . import (datasets, engine, evaluation, heads, matching, prompts, sam,  # noqa: F401
+               segmentors, warping)
 from .version import __version__
 
 __all__ = ['__version__']

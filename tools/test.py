@@ -10,6 +10,7 @@ import json
 import os
 import os.path as osp
 import sys
+import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -19,6 +20,9 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
 from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
+
+METHOD_NAMES = {'PerSAMHead': 'PerSAM', 'PerSAMFHead': 'PerSAM-F', 'MatcherHead': 'Matcher',
+                'MedPerSAMHead': 'Med-PerSAM'}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,14 +71,48 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def add_other_metrics(path: str, metrics: dict, run: dict) -> None:
+    """Add the run's facts and other evaluators' figures (prompt quality) to the metrics JSON."""
+    if not osp.isfile(path):
+        return
+    with open(path) as f:
+        out = json.load(f)
+    out['run'] = run
+    for key, value in metrics.items():
+        if '/' in key:  # prefixed by another metric, e.g. 'prompt/pos_precision'
+            group, name = key.split('/', 1)
+            out.setdefault(group, {})[name] = value
+    with open(path, 'w') as f:
+        json.dump(out, f, indent=2)
+
+
 def _cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
 
 
+def method_name(cfg: Config) -> str:
+    """A readable method name from the config's head (for tables)."""
+    head = cfg.model.get('head', {})
+    kind = head.get('type', '?')
+    if kind == 'MedPerSAMHead' and not head.get('use_sam', True):
+        return 'Warp only'
+    return METHOD_NAMES.get(kind, kind)
+
+
+def device_name(runner: Runner) -> str:
+    import torch
+    param = next(iter(runner.model.parameters()), None)
+    device = param.device if param is not None else torch.device('cpu')
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return f'CPU ({os.cpu_count()} cores)'
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
+    start = time.perf_counter()
     try:
         runner = Runner.from_cfg(cfg)
         if args.device:
@@ -88,6 +126,9 @@ def main(argv=None) -> int:
         return 3
     print(json.dumps(metrics, indent=2))
     if args.out_metrics:
+        run = dict(config=args.config, method=method_name(cfg), device=device_name(runner),
+                   wall_seconds=round(time.perf_counter() - start, 2))
+        add_other_metrics(args.out_metrics, metrics, run)
         print(f'per-image metrics written to {args.out_metrics}')
     return 0
 

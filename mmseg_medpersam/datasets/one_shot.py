@@ -4,6 +4,7 @@ from __future__ import annotations
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
@@ -12,6 +13,27 @@ from .io import OneShotDataError
 from .mni152 import REFERENCE_SLICE, is_prepared, prepare_mni152, slice_name
 
 Reference = Union[str, Dict[str, object]]
+
+
+class _OneShotClasses:
+    """Class names of a one-shot task are the user's: label values are class indices.
+
+    mmseg's ``BaseSegDataset`` treats ``metainfo=dict(classes=...)`` as a subset of the class
+    names in ``METAINFO`` (and remaps labels); here any names may be given, e.g. three classes
+    for a two-structure task, with a palette extended to match.
+    """
+
+    @classmethod
+    def get_label_map(cls, new_classes=None):
+        return None
+
+    def _update_palette(self) -> list:
+        classes = self._metainfo.get('classes', [])
+        palette = list(self._metainfo.get('palette', []))[:len(classes)]
+        if len(palette) < len(classes):
+            rng = np.random.RandomState(42)
+            palette += rng.randint(0, 255, size=(len(classes) - len(palette), 3)).tolist()
+        return palette
 
 
 def _attach_reference(data_list: List[dict], reference: dict, num_classes: int) -> List[dict]:
@@ -24,7 +46,7 @@ def _attach_reference(data_list: List[dict], reference: dict, num_classes: int) 
 
 
 @DATASETS.register_module()
-class OneShotFolderDataset(BaseSegDataset):
+class OneShotFolderDataset(_OneShotClasses, BaseSegDataset):
     """Images in ``images/`` and masks of the same stem in ``masks/``; one of them is the reference.
 
     The reference pair is removed from the evaluated set and attached to every sample's
@@ -98,7 +120,7 @@ class MNI152WhiteMatterDataset(OneShotFolderDataset):
 
 
 @DATASETS.register_module()
-class NiftiSliceDataset(BaseSegDataset):
+class NiftiSliceDataset(_OneShotClasses, BaseSegDataset):
     """2D slices of NIfTI volumes (image + label volume pairs) as a one-shot task.
 
     Args:

@@ -53,13 +53,44 @@ class OneShotTestLoop(TestLoop):
                 failures.append(('data', str(e)))
                 print_log(f'skipped a target: {e}', logger='current', level=40)
 
+    def fit_transductive(self, batches: list, failures: List[Tuple[str, str]]) -> None:
+        """Fit the head on the unlabeled targets, then retrain on its own predictions.
+
+        fit -> predict -> retrain -> ... (``head.retrain_rounds`` times); the final prediction
+        is the evaluation pass of ``run``. Ground truth is never looked at here.
+        """
+        model = self.model
+        images, metas = [], []
+        with torch.no_grad():
+            for batch in batches:
+                data = model.data_preprocessor(batch, False)
+                for img, sample in zip(data['inputs'], data['data_samples']):
+                    h, w = sample.metainfo.get('img_shape', img.shape[-2:])
+                    images.append(img[:, :h, :w].float())
+                    metas.append(sample.metainfo)
+        if not images:
+            return
+        model.fit_transductive(images, metas)
+        for round_ in range(getattr(model.head, 'retrain_rounds', 0)):
+            pseudo = []
+            with torch.no_grad():
+                for img, meta in zip(images, metas):
+                    pseudo.append(model.predict_labels(img, meta))
+            print_log(f'retraining round {round_ + 1}: pseudo-labels for {len(pseudo)} targets',
+                      logger='current')
+            model.fit_transductive(images, metas, pseudo_labels=pseudo)
+
     def run(self) -> dict:
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
         self.check_reference()
         failures: List[Tuple[str, str]] = []
-        for idx, data_batch in enumerate(self.iter_batches(failures)):
+        batches = self.iter_batches(failures)
+        if getattr(getattr(self.model, 'head', None), 'transductive', False):
+            batches = list(batches)  # every target is needed before the first prediction
+            self.fit_transductive(batches, failures)
+        for idx, data_batch in enumerate(batches):
             try:
                 self.run_iter(idx, data_batch)
             except OneShotDataError as e:

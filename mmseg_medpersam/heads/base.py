@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch.nn as nn
 from torch import Tensor
@@ -48,5 +48,21 @@ class BaseOneShotHead(nn.Module, metaclass=ABCMeta):
         """Compute per-reference state into ``reference.cache`` (default: nothing)."""
 
     @abstractmethod
-    def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
+    def predict(self, sam: Optional[SAMBackend], ctx: PromptContext) -> HeadResult:
         """Segment the target of ``ctx`` for the reference's class."""
+
+    def fit_transductive(self, sam: Optional[SAMBackend],
+                         references: Dict[int, ReferenceContext], images: List[Tensor],
+                         pseudo_labels: Optional[List[Tensor]] = None
+                         ) -> Tuple[List[Dict[int, Tensor]], Dict[str, Any]]:
+        """Fit on a reference and the unlabeled targets (transductive heads only).
+
+        Args:
+            references: the reference's classes.
+            images: (3, H_i, W_i) target images.
+            pseudo_labels: (H_i, W_i) label maps predicted earlier, for retraining.
+
+        Returns:
+            per target, a prior (H_i, W_i) map per class (``PromptContext.prior``); a fit log.
+        """
+        raise NotImplementedError(f'{type(self).__name__} is not transductive')

@@ -60,12 +60,12 @@ def fit_multimask_fusion(logits: Tensor, target: Tensor, iters: int = 1000, lr: 
             return dice_loss(fused, target) + sigmoid_focal_loss(
                 fused, target, alpha=alpha, gamma=gamma, reduction='mean')
 
-        losses = [float(loss_fn())]
+        losses = [loss_fn().item()]
         for _ in range(iters):
             loss = loss_fn()
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-        losses.append(float(loss_fn()))
+        losses.append(loss_fn().item())
     return fusion.full_weights().detach(), losses

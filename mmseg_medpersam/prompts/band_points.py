@@ -46,11 +46,11 @@ def inner_and_band(mask: np.ndarray, erosion: float, dilation: float
 
 
 def sub_regions(mask: np.ndarray, num_regions: int, partition: str) -> np.ndarray:
-    """(H, W) int map of sub-region ids (-1 outside the mask's neighbourhood handled by caller).
+    """(H, W) int map of sub-region ids over the whole image.
 
-    'sector': equal angles around the mask's centroid; 'grid': a near-square grid of
-    ``num_regions`` cells over the mask's bounding box (pixels outside are clamped to the
-    nearest cell).
+    'sector': equal angles around the mask's centroid; 'grid': ``num_regions`` cells over the
+    mask's bounding box, as gy x gx with gy the largest divisor <= sqrt(num_regions) (pixels
+    outside the box are clamped to the nearest cell).
     """
     h, w = mask.shape
     ys, xs = np.nonzero(mask)
@@ -60,8 +60,8 @@ def sub_regions(mask: np.ndarray, num_regions: int, partition: str) -> np.ndarra
         angle = np.arctan2(yy - cy, xx - cx) + math.pi  # 0 .. 2pi
         return np.minimum((angle / (2 * math.pi) * num_regions).astype(int), num_regions - 1)
     if partition == 'grid':
-        gy = max(1, int(round(math.sqrt(num_regions))))
-        gx = max(1, int(math.ceil(num_regions / gy)))
+        gy = max(d for d in range(1, int(math.sqrt(num_regions)) + 1) if num_regions % d == 0)
+        gx = num_regions // gy
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
         row = np.clip(((yy - y0) * gy) // max(y1 - y0, 1), 0, gy - 1)
         col = np.clip(((xx - x0) * gx) // max(x1 - x0, 1), 0, gx - 1)

@@ -22,15 +22,19 @@ class ReferenceContext:
     Attributes:
         image: (3, H, W) float RGB 0..255.
         mask: (H, W) bool mask of the class.
-        embedding: SAM's embedding of ``image``.
-        key: identifies the reference (its file and class) for caches.
+        embedding: SAM's embedding of ``image`` (None when a method runs without SAM).
+        key: identifies the reference image (its file) for caches shared by its classes.
+        label: the class this context is about.
+        label_map: (H, W) long map of every labelled class of the reference.
         cache: per-reference state a head or generator computes once (fitted weights, ...).
     """
 
     image: Tensor
     mask: Tensor
-    embedding: 'ImageEmbedding'
+    embedding: Optional['ImageEmbedding']
     key: str
+    label: int = 1
+    label_map: Optional[Tensor] = None
     cache: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,7 +71,7 @@ class PromptContext:
 
     Attributes:
         reference: the class's reference.
-        target: SAM's embedding of the target image.
+        target: SAM's embedding of the target image (None when a method runs without SAM).
         image: (3, H, W) float RGB 0..255 target image.
         mask: (H, W) bool current mask (warped reference, or SAM's last output), if any.
         logits: (1, 1, 256, 256) SAM low-res logits of ``mask`` when it came from SAM.
@@ -78,7 +82,7 @@ class PromptContext:
     """
 
     reference: ReferenceContext
-    target: 'ImageEmbedding'
+    target: Optional['ImageEmbedding']
     image: Tensor
     mask: Optional[Tensor] = None
     logits: Optional[Tensor] = None
@@ -89,7 +93,7 @@ class PromptContext:
 
     @property
     def original_size(self):
-        return self.target.original_size
+        return tuple(self.image.shape[-2:])
 
     def similarity_grid(self, prototype: Optional[Tensor] = None) -> Tensor:
         """(64, 64) cosine similarity of each target cell to the reference prototype."""

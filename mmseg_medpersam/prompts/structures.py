@@ -39,7 +39,7 @@ class Prompts:
         sizes = {name: getattr(self, name).shape[0]
                  for name in ('point_coords', 'point_labels', 'boxes', 'mask_logits')
                  if getattr(self, name) is not None}
-        if len(set(sizes.values())) > 1 and 1 not in sizes.values():
+        if len({n for n in sizes.values() if n != 1}) > 1:
             raise ValueError(f'prompt fields disagree on the number of prompt sets: {sizes}')
         if self.point_coords is not None:
             if self.point_coords.ndim != 3 or self.point_coords.shape[-1] != 2:

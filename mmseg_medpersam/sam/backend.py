@@ -140,7 +140,8 @@ class SAMBackend(nn.Module):
     def decode(self, emb: ImageEmbedding, prompts: Prompts,
                multimask: bool = True) -> DecoderOutput:
         """Run the prompt encoder and mask decoder once for all B prompt sets of ``prompts``."""
-        prompts = prompts.to(self.device)
+        # Single-set fields broadcast to B sets (SAM's prompt encoder needs one batch size).
+        prompts = prompts.expand(prompts.num_sets).to(self.device)
         points = None
         if prompts.point_coords is not None:
             points = (points_to_frame(prompts.point_coords.float(), emb.original_size),

@@ -47,7 +47,7 @@ class OneShotSAMSegmentor(BaseSegmentor):
     class with the highest logit). Prompts used are stored with each prediction.
 
     Args:
-        sam: ``SAMBackend`` config.
+        sam: ``SAMBackend`` config; None for a method that needs no SAM (warp-only ablation).
         head: head config (``PerSAMHead``, ``PerSAMFHead``, ``MatcherHead``, ``MedPerSAMHead``...).
         reference: ``dict(img_path, seg_map_path[, slice_index, axis])``; None takes the
             reference the dataset attaches to each sample (``ref_img_path`` ...).
@@ -55,11 +55,11 @@ class OneShotSAMSegmentor(BaseSegmentor):
         window: intensity window for non-8-bit reference images (as ``LoadOneShotImage``).
     """
 
-    def __init__(self, sam: dict, head: dict, reference: Optional[dict] = None,
+    def __init__(self, sam: Optional[dict], head: dict, reference: Optional[dict] = None,
                  num_classes: Optional[int] = None, window: Optional[Sequence[float]] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.sam = MODELS.build(sam)
+        self.sam = MODELS.build(sam) if sam is not None else None
         self.head: BaseOneShotHead = MODELS.build(head)
         self.reference_cfg = dict(reference) if reference else None
         self.num_classes = num_classes
@@ -98,12 +98,13 @@ class OneShotSAMSegmentor(BaseSegmentor):
         if not present:
             raise OneShotDataError(f'{seg_path}: the reference mask is empty (no foreground '
                                    'pixel): label at least one structure.')
-        image_t = torch.from_numpy(image).permute(2, 0, 1).float().to(self.sam.device)
-        emb = self.sam.encode(image_t, key='ref:' + key)
+        image_t = torch.from_numpy(image).permute(2, 0, 1).float().to(self.device)
+        emb = self.sam.encode(image_t, key='ref:' + key) if self.sam is not None else None
         ref = ReferenceSet(img_path, seg_path, image_t, labels)
+        label_map = torch.from_numpy(labels.astype(np.int64)).to(self.device)
         for c in present:
-            mask = torch.from_numpy(labels == c).to(self.sam.device)
-            ref.classes[c] = ReferenceContext(image_t, mask, emb, key=f'{key}:{c}')
+            ref.classes[c] = ReferenceContext(image_t, label_map == c, emb, key=key, label=c,
+                                              label_map=label_map)
             self.head.prepare(self.sam, ref.classes[c])
         missing = set(range(1, self._num_classes(metainfo))) - set(present)
         if missing:
@@ -112,12 +113,45 @@ class OneShotSAMSegmentor(BaseSegmentor):
         self._references[key] = ref
         return ref
 
+    @property
+    def device(self) -> torch.device:
+        if self.sam is not None:
+            return self.sam.device
+        params = list(self.parameters())
+        return params[0].device if params else torch.device('cpu')
+
+    # ------------------------------------------------------------------ transductive fit
+    def fit_transductive(self, images: List[Tensor], metainfos: List[dict],
+                         pseudo_labels: Optional[List[Tensor]] = None) -> dict:
+        """Fit a transductive head on the unlabeled targets (and, later, its pseudo-labels).
+
+        The head's priors for every target are stored in ``self.priors`` and used by
+        ``predict``. Targets are grouped by reference. Returns the head's fit log.
+        """
+        groups: Dict[str, List[int]] = {}
+        for i, meta in enumerate(metainfos):
+            groups.setdefault(sample_key(self._reference_spec(meta)), []).append(i)
+        log = {}
+        for ref_key, idx in groups.items():
+            ref = self.get_reference(metainfos[idx[0]])
+            keys = [sample_key(metainfos[i]) for i in idx]
+            labels = None if pseudo_labels is None else [pseudo_labels[i] for i in idx]
+            priors, log[ref_key] = self.head.fit_transductive(
+                self.sam, ref.classes, [images[i] for i in idx], labels)
+            for key, prior in zip(keys, priors):
+                self.priors[key] = prior
+        return log
+
+    def predict_labels(self, image: Tensor, metainfo: dict) -> Tensor:
+        """(H, W) label map of one target (what retraining uses as a pseudo-label)."""
+        return self.merge_classes(self.segment(image, metainfo), tuple(image.shape[-2:]))
+
     # ------------------------------------------------------------------ prediction
     def segment(self, image: Tensor, metainfo: dict) -> Dict[int, HeadResult]:
         """Per-class head results for one (3, H, W) RGB target image."""
         ref = self.get_reference(metainfo)
         key = sample_key(metainfo)
-        emb = self.sam.encode(image, key=key)
+        emb = self.sam.encode(image, key=key) if self.sam is not None else None
         priors = self.priors.get(key, {})
         results = {}
         for c, ref_ctx in ref.classes.items():

@@ -1,0 +1,145 @@
+"""Med-PerSAM: a warping model turns the reference label into prompts that SAM refines."""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.logging import print_log
+from mmseg.registry import MODELS
+from torch import Tensor
+
+from ..prompts.context import PromptContext, ReferenceContext
+from ..prompts.structures import Prompts
+from ..sam.backend import SAMBackend
+from .base import BaseOneShotHead, HeadResult
+from .refinement import logits_to_mask, to_image_logits
+
+DEFAULT_PROMPTS = (
+    dict(type='MaskPrompt', logit_scale=8.0),
+    dict(type='BoxPrompt', margin=0.0),
+    dict(type='BandPointPrompt', num_regions=8, erosion=0.1, dilation=0.15),
+)
+
+
+def mask_iou(a: Tensor, b: Tensor) -> float:
+    """IoU of two bool masks (1.0 when both are empty)."""
+    union = (a | b).sum()
+    return 1.0 if int(union) == 0 else float((a & b).sum()) / float(union)
+
+
+@MODELS.register_module()
+class MedPerSAMHead(BaseOneShotHead):
+    """Warp the reference mask onto the target, prompt SAM with it, refine iteratively.
+
+    1. A ``WarpingModel`` (one per reference) is fitted on the reference and the unlabeled
+       targets (``L_warp`` + ``L_aug``); the reference mask of each class is warped onto every
+       target (the prior).
+    2. The prompt generators (mask logits, ``g_box``, ``g_point``: composable in config) turn
+       the current mask into prompts; SAM's best output (by predicted IoU) becomes the current
+       mask; repeat up to ``num_iters`` times, or until the mask changes by less than
+       ``1 - stop_iou`` (IoU between successive masks).
+    3. The test loop can then retrain the warping model on the refined predictions
+       (``retrain_rounds``) and run step 2 again.
+
+    Without a transductive fit (one target at a time), the warping model is fitted on the
+    reference and that target when it is first needed.
+
+    Args:
+        warping: ``WarpingModel`` config.
+        prompt_generators: prompt generator configs, merged into one prompt per SAM call.
+        use_sam: False gives the warp-only ablation: the warped mask is the prediction.
+        num_iters: refinement iterations K (SAM calls per target and class).
+        stop_iou: stop when the new mask's IoU with the previous one reaches this.
+        multimask_output: ask SAM for 3 masks and keep the one of highest predicted IoU.
+        retrain_rounds: R rounds of retraining the warping model on refined predictions.
+        prior_threshold: probability above which the warped mask is foreground.
+    """
+
+    transductive = True
+
+    def __init__(self, warping: Optional[dict] = None,
+                 prompt_generators: Sequence[dict] = DEFAULT_PROMPTS, use_sam: bool = True,
+                 num_iters: int = 3, stop_iou: float = 0.98, multimask_output: bool = True,
+                 retrain_rounds: int = 1, prior_threshold: float = 0.5) -> None:
+        super().__init__()
+        self.warping_cfg = dict(warping or dict(type='WarpingModel'))
+        self.prompt_generators = torch.nn.ModuleList(
+            [MODELS.build(dict(cfg)) for cfg in prompt_generators])
+        self.use_sam = use_sam
+        self.num_iters = num_iters
+        self.stop_iou = stop_iou
+        self.multimask_output = multimask_output
+        self.retrain_rounds = retrain_rounds if use_sam else 0
+        self.prior_threshold = prior_threshold
+        self._warpers: Dict[str, torch.nn.Module] = {}
+
+    # ------------------------------------------------------------------ warping
+    def warper(self, reference: ReferenceContext) -> torch.nn.Module:
+        """The reference's warping model (built on the reference's device on first use)."""
+        if reference.key not in self._warpers:
+            self._warpers[reference.key] = MODELS.build(dict(self.warping_cfg)).to(
+                reference.image.device)
+        return self._warpers[reference.key]
+
+    @staticmethod
+    def _foreground(reference: ReferenceContext) -> Tensor:
+        labels = reference.label_map if reference.label_map is not None else reference.mask
+        return labels > 0
+
+    def fit_transductive(self, sam: Optional[SAMBackend], references: Dict[int, ReferenceContext],
+                         images: List[Tensor], pseudo_labels: Optional[List[Tensor]] = None
+                         ) -> Tuple[List[Dict[int, Tensor]], Dict[str, Any]]:
+        ref = next(iter(references.values()))
+        warper = self.warper(ref)
+        start = time.perf_counter()
+        pseudo = None if pseudo_labels is None else [p > 0 for p in pseudo_labels]
+        log = dict(warper.fit(ref.image, self._foreground(ref), images, pseudo_labels=pseudo))
+        priors: List[Dict[int, Tensor]] = [dict() for _ in images]
+        for c, ref_c in references.items():
+            for i, warped in enumerate(warper.warp_masks(ref.image, ref_c.mask, images)):
+                priors[i][c] = warped
+        log['seconds'] = time.perf_counter() - start
+        print_log(f'Med-PerSAM warping {"re" if pseudo is not None else ""}fit on '
+                  f'{len(images)} targets: {log["seconds"]:.1f} s', logger='current')
+        return priors, log
+
+    def _prior(self, ctx: PromptContext) -> Tensor:
+        """The warped reference mask on the target (fitting on this target if needed)."""
+        if ctx.prior is not None:
+            return ctx.prior
+        warper = self.warper(ctx.reference)
+        if not bool(warper.fitted):
+            warper.fit(ctx.reference.image, self._foreground(ctx.reference), [ctx.image])
+        return warper.warp_masks(ctx.reference.image, ctx.reference.mask, [ctx.image])[0]
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, sam: Optional[SAMBackend], ctx: PromptContext) -> HeadResult:
+        prior = self._prior(ctx).to(ctx.image.device).float()
+        warped = prior > self.prior_threshold
+        prior_logits = torch.logit(prior.clamp(1e-4, 1 - 1e-4), eps=None) - torch.logit(
+            torch.tensor(self.prior_threshold))
+        if sam is None or not self.use_sam or not bool(warped.any()):
+            return HeadResult(prior_logits, prompt_mask=warped, info=dict(iterations=0))
+        ctx.mask, ctx.logits, ctx.iteration = warped, None, 0
+        first: Optional[Prompts] = None
+        low_res = None
+        iterations = 0
+        for it in range(self.num_iters):
+            prompts = Prompts.merge([g(ctx) for g in self.prompt_generators])
+            if prompts.is_empty:
+                break
+            if first is None:
+                first = prompts
+            logits, _ = sam.decode(ctx.target, prompts, multimask=self.multimask_output).best()
+            mask = logits_to_mask(logits, ctx.target)
+            iterations = it + 1
+            if not bool(mask.any()):  # SAM lost the structure: keep the last non-empty mask
+                break
+            change = mask_iou(mask, ctx.mask)
+            ctx.mask, ctx.logits, ctx.iteration, low_res = mask, logits, it + 1, logits
+            if change >= self.stop_iou:
+                break
+        out = to_image_logits(low_res, ctx.target) if low_res is not None else prior_logits
+        return HeadResult(out, prompts=first, prompt_mask=warped,
+                          info=dict(iterations=iterations))

@@ -1,0 +1,230 @@
+"""Shared fixtures: a tiny random-weight SAM, synthetic one-shot folders, a local HTTP server.
+
+Nothing here touches the network or the repository's ``data/`` folder: every dataset is written
+into pytest's ``tmp_path`` and every checkpoint URL points at a server on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import os.path as osp
+import socket
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import mmseg_medpersam  # noqa: E402,F401  (registers modules; compat first)
+
+TINY_CONFIG = osp.join(REPO_ROOT, 'configs', 'persam', 'persam_sam-tiny_mni152-wm.py')
+VIT_B_CONFIG = osp.join(REPO_ROOT, 'configs', 'persam', 'persam_sam-vit-b_mni152-wm.py')
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    """Registry look-ups outside a Runner (``dict(type='LoadOneShotImage')``) use mmseg's scope."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
+
+
+# --------------------------------------------------------------------------- images
+def write_png(path: str, array: np.ndarray) -> str:
+    """Write ``array`` (uint8 / uint16, HxW or HxWx3 RGB) as a PNG; returns the path."""
+    import cv2
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    if array.ndim == 3:
+        array = array[..., ::-1]  # RGB -> BGR for OpenCV
+    assert cv2.imwrite(path, np.ascontiguousarray(array)), path
+    return path
+
+
+def blob_pair(h: int = 64, w: int = 80, cy: float = 0.5, cx: float = 0.5,
+              labels: Sequence[int] = (1, ), seed: int = 0):
+    """A synthetic (image, label map): bright ellipses on a noisy dark background.
+
+    With several ``labels``, each gets its own ellipse side by side (label i at column i).
+    """
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    label_map = np.zeros((h, w), np.uint8)
+    n = len(labels)
+    for i, lab in enumerate(labels):
+        ccx = w * (i + 0.5) / n if n > 1 else cx * w
+        inside = ((yy - cy * h) / (0.25 * h)) ** 2 + ((xx - ccx) / (0.35 * w / n)) ** 2 <= 1
+        label_map[inside] = lab
+    image = (40 + rng.randint(0, 20, (h, w)) + 150 * (label_map > 0)).astype(np.uint8)
+    return np.stack([image] * 3, axis=-1), label_map
+
+
+def make_folder_task(root: str, stems: Sequence[str] = ('ref', 't1', 't2'),
+                     size=(64, 80), labels: Sequence[int] = (1, ),
+                     mask_scale: int = 1) -> str:
+    """``root/images/<stem>.png`` + ``root/masks/<stem>.png`` for each stem (blobs that move).
+
+    ``mask_scale=255`` stores binary masks as 0/255. Returns ``root``.
+    """
+    h, w = size
+    for i, stem in enumerate(stems):
+        img, lab = blob_pair(h, w, cy=0.45 + 0.05 * i, cx=0.5 + 0.03 * i, labels=labels, seed=i)
+        write_png(osp.join(root, 'images', stem + '.png'), img)
+        write_png(osp.join(root, 'masks', stem + '.png'), (lab * mask_scale).astype(np.uint8))
+    return root
+
+
+@pytest.fixture
+def folder_task(tmp_path):
+    """A 64x80 one-shot folder task: reference ``ref`` and targets ``t1``, ``t2``."""
+    return make_folder_task(str(tmp_path / 'task'))
+
+
+# --------------------------------------------------------------------------- SAM
+@pytest.fixture(scope='session')
+def tiny_sam():
+    """One tiny random-weight ``SAMBackend`` (seed 0) shared by the read-only tests."""
+    from mmseg_medpersam.sam import SAMBackend
+    return SAMBackend(arch='tiny', seed=0)
+
+
+@pytest.fixture(scope='session')
+def tiny_state_dict(tiny_sam):
+    return {k: v.clone() for k, v in tiny_sam.sam.state_dict().items()}
+
+
+def fake_vit_b_state_dict() -> Dict[str, torch.Tensor]:
+    """A small state dict whose encoder keys look like SAM ViT-B's (width 768, 12 blocks)."""
+    state = {'image_encoder.pos_embed': torch.zeros(1, 2, 2, 768),
+             'image_encoder.patch_embed.proj.weight': torch.zeros(768, 3, 1, 1)}
+    for i in range(12):
+        state[f'image_encoder.blocks.{i}.norm1.weight'] = torch.ones(768)
+    return state
+
+
+# --------------------------------------------------------------------------- network
+class _RecordingHandler(SimpleHTTPRequestHandler):
+    requests: List[str] = []
+
+    def do_GET(self):  # noqa: N802
+        type(self).requests.append(self.path)
+        return super().do_GET()
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1 serving ``directory``; ``requests`` lists the GET paths."""
+
+    def __init__(self, directory: str) -> None:
+        handler = type('Handler', (_RecordingHandler, ), {'requests': []})
+        self.handler = handler
+        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0),
+                                         functools.partial(handler, directory=directory))
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def requests(self) -> List[str]:
+        return self.handler.requests
+
+    def url(self, name: str) -> str:
+        return f'http://127.0.0.1:{self.port}/{name}'
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves ``tmp_path/served`` over HTTP on a free local port."""
+    root = tmp_path / 'served'
+    root.mkdir()
+    server = LocalServer(str(root))
+    server.root = root
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def closed_port():
+    """A local TCP port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def torch_hub_dir(tmp_path, monkeypatch):
+    """An empty torch hub folder for this test (downloaded checkpoints are cached there)."""
+    hub = tmp_path / 'torch_hub'
+    hub.mkdir()
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(hub))
+    yield hub
+    torch.hub.set_dir(old)
+
+
+# --------------------------------------------------------------------------- tools/test.py
+@pytest.fixture(scope='session')
+def test_tool():
+    """``tools/test.py`` imported as a module (``main``, ``build_config``, ``parse_args``)."""
+    spec = importlib.util.spec_from_file_location('medpersam_tools_test',
+                                                  osp.join(REPO_ROOT, 'tools', 'test.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_tool(test_tool, tmp_path, monkeypatch):
+    """Run ``tools/test.py main`` on a config; returns (exit code, metrics json path or None).
+
+    Work dir and metrics file go to ``tmp_path``; ``--cfg-options`` are given as a dict.
+    """
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    counter = [0]
+
+    def _run(config: str = TINY_CONFIG, cfg_options: Optional[Dict[str, object]] = None,
+             checkpoint: Optional[str] = None, extra: Sequence[str] = ()):
+        counter[0] += 1
+        out = str(tmp_path / f'metrics_{counter[0]}.json')
+        argv = [config, '--work-dir', str(tmp_path / f'work_{counter[0]}'), '--out-metrics', out]
+        if checkpoint:
+            argv += ['--checkpoint', checkpoint]
+        if cfg_options:
+            argv += ['--cfg-options'] + [f'{k}={v}' for k, v in cfg_options.items()]
+        argv += list(extra)
+        code = test_tool.main(argv)
+        return code, out
+
+    return _run
+
+
+def folder_options(root: str, reference: str = 'ref', **extra) -> Dict[str, object]:
+    """``--cfg-options`` that point a config's test set at a ``make_folder_task`` folder."""
+    opts = {'test_dataloader.dataset.type': 'OneShotFolderDataset',
+            'test_dataloader.dataset.data_root': root,
+            'test_dataloader.dataset.reference': reference,
+            'default_hooks.logger.interval': 1}
+    opts.update(extra)
+    return opts
+
+
+@pytest.fixture(scope='session')
+def mni152_root(tmp_path_factory):
+    """The embedded MNI152 white-matter task, written once per session into a tmp folder."""
+    from mmseg_medpersam.datasets.mni152 import prepare_mni152
+    return prepare_mni152(str(tmp_path_factory.mktemp('mni152_wm')))

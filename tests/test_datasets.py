@@ -1,0 +1,221 @@
+"""One-shot datasets: folders, the embedded MNI152 task, NIfTI slices; the one label rule."""
+import os
+import os.path as osp
+
+import cv2
+
+import numpy as np
+import pytest
+
+from conftest import make_folder_task, write_png
+from mmseg_medpersam.datasets import (LoadOneShotAnnotations, LoadOneShotImage,
+                                      MNI152WhiteMatterDataset, NiftiSliceDataset,
+                                      OneShotDataError, OneShotFolderDataset, load_label_map)
+from mmseg_medpersam.datasets.mni152 import DEFAULT_SLICES, REFERENCE_SLICE, slice_name
+
+LOAD = [dict(type='LoadOneShotImage'), dict(type='LoadOneShotAnnotations')]
+
+
+def _folder(root, **kwargs):
+    kwargs.setdefault('reference', 'ref')
+    kwargs.setdefault('pipeline', LOAD)
+    return OneShotFolderDataset(data_root=str(root), **kwargs)
+
+
+def test_folder_dataset_excludes_reference_and_attaches_it(folder_task):
+    ds = _folder(folder_task)
+    assert len(ds) == 2
+    infos = [ds.get_data_info(i) for i in range(len(ds))]
+    assert [osp.basename(i['img_path']) for i in infos] == ['t1.png', 't2.png']
+    for info in infos:
+        assert info['ref_img_path'] == osp.join(folder_task, 'images', 'ref.png')
+        assert info['ref_seg_map_path'] == osp.join(folder_task, 'masks', 'ref.png')
+        assert info['num_classes'] == 2
+        assert info['ref_slice_index'] is None
+    sample = ds[0]
+    assert sample['img'].shape == (64, 80, 3) and sample['img'].dtype == np.uint8
+    assert sample['ref_img_path'].endswith('ref.png')
+
+
+def test_reference_given_as_pair_stored_elsewhere(tmp_path, folder_task):
+    other = make_folder_task(str(tmp_path / 'elsewhere'), stems=('atlas', ))
+    ds = _folder(folder_task, reference=dict(img_path=osp.join(other, 'images', 'atlas.png'),
+                                             seg_map_path=osp.join(other, 'masks', 'atlas.png')))
+    assert len(ds) == 3  # nothing in the folder is the reference
+    assert ds.get_data_info(0)['ref_img_path'].endswith('atlas.png')
+    with pytest.raises(OneShotDataError, match='seg_map_path'):
+        _folder(folder_task, reference=dict(img_path='x.png'))
+
+
+@pytest.mark.parametrize('scale', [255, 1])
+def test_binary_masks_become_0_1(tmp_path, scale):
+    root = make_folder_task(str(tmp_path / 'task'), mask_scale=scale)
+    raw = np.unique(cv2.imread(osp.join(root, 'masks', 't1.png'), cv2.IMREAD_UNCHANGED))
+    assert raw.tolist() == [0, scale]
+    gt = _folder(root)[0]['gt_seg_map']
+    assert gt.dtype == np.uint8
+    assert np.unique(gt).tolist() == [0, 1]
+
+
+def test_multi_label_masks_keep_their_labels(tmp_path):
+    root = make_folder_task(str(tmp_path / 'task'), labels=(1, 2))
+    ds = _folder(root, metainfo=dict(classes=('background', 'liver', 'kidney')))
+    assert ds.get_data_info(0)['num_classes'] == 3
+    assert len(ds.metainfo['palette']) == 3
+    assert np.unique(ds[0]['gt_seg_map']).tolist() == [0, 1, 2]
+    # The same map in a two-class task is an error naming the file.
+    with pytest.raises(OneShotDataError) as err:
+        _folder(root)[0]
+    assert osp.join(root, 'masks', 't1.png') in str(err.value)
+    assert '{2}' in str(err.value)
+
+
+@pytest.mark.parametrize('values', [(0, 1, 7), (0, 128)])
+def test_unknown_label_values_name_the_file(folder_task, values):
+    mask = np.zeros((64, 80), np.uint8)
+    for i, v in enumerate(values):
+        mask[i * 10:(i + 1) * 10] = v
+    path = write_png(osp.join(folder_task, 'masks', 't2.png'), mask)
+    ds = _folder(folder_task)
+    ds[0]  # t1 is fine
+    with pytest.raises(OneShotDataError) as err:
+        ds[1]
+    assert str(err.value).startswith(path + ':')
+    assert str(values[-1]) in str(err.value) and 'num_classes=2' in str(err.value)
+
+
+def test_ground_truth_keeps_255_as_ignore_in_multiclass(tmp_path):
+    root = make_folder_task(str(tmp_path / 'task'), labels=(1, 2))
+    mask = np.zeros((64, 80), np.uint8)
+    mask[:5] = 255
+    mask[10:20] = 2
+    write_png(osp.join(root, 'masks', 't1.png'), mask)
+    gt = _folder(root, metainfo=dict(classes=('bg', 'a', 'b')))[0]['gt_seg_map']
+    assert np.unique(gt).tolist() == [0, 2, 255]
+    with pytest.raises(OneShotDataError, match='255'):
+        load_label_map(osp.join(root, 'masks', 't1.png'), 3, allow_ignore=False)
+
+
+def test_mask_of_another_size_names_the_file(folder_task):
+    path = write_png(osp.join(folder_task, 'masks', 't1.png'), np.zeros((32, 40), np.uint8))
+    with pytest.raises(OneShotDataError) as err:
+        _folder(folder_task)[0]
+    msg = str(err.value)
+    assert msg.startswith(path + ':')
+    assert '32x40' in msg and '64x80' in msg and 't1.png' in msg
+
+
+def test_unreadable_image_names_the_file(folder_task):
+    path = osp.join(folder_task, 'images', 't2.png')
+    with open(path, 'w') as f:
+        f.write('not an image\n')
+    ds = _folder(folder_task)
+    with pytest.raises(OneShotDataError) as err:
+        ds[1]
+    assert str(err.value).startswith(path + ': cannot read')
+
+
+def test_16bit_png_is_windowed_to_uint8(folder_task):
+    img16 = np.full((64, 80), 1000, np.uint16)
+    img16[:, 40:] = 40000
+    write_png(osp.join(folder_task, 'images', 't1.png'), img16)
+    assert cv2.imread(osp.join(folder_task, 'images', 't1.png'), -1).dtype == np.uint16
+    img = _folder(folder_task)[0]['img']
+    assert img.dtype == np.uint8 and img.shape == (64, 80, 3)
+    assert (img[:, :40] == 0).all() and (img[:, 40:] == 255).all()
+    window = LoadOneShotImage(window=(0, 80000))
+    out = window.transform(dict(img_path=osp.join(folder_task, 'images', 't1.png')))
+    assert out['img'][0, 0, 0] == 3 and out['img'][0, 79, 0] == 128
+    assert out['ori_shape'] == (64, 80)
+
+
+def test_folder_dataset_errors(tmp_path, folder_task):
+    with pytest.raises(OneShotDataError, match='reference file not found'):
+        _folder(folder_task, reference='nope')
+    with pytest.raises(OneShotDataError, match='image folder not found'):
+        _folder(tmp_path / 'empty')
+    only_ref = make_folder_task(str(tmp_path / 'only'), stems=('ref', ))
+    with pytest.raises(OneShotDataError, match='no images to segment'):
+        _folder(only_ref)
+    os.remove(osp.join(folder_task, 'masks', 't2.png'))
+    with pytest.raises(OneShotDataError, match='t2.png: mask not found'):
+        _folder(folder_task)
+
+
+def test_mni152_dataset_prepares_itself(tmp_path):
+    root = str(tmp_path / 'mni152_wm')
+    ds = MNI152WhiteMatterDataset(data_root=root, pipeline=LOAD)
+    assert len(ds) == 30 == len(DEFAULT_SLICES) - 1
+    names = [osp.basename(ds.get_data_info(i)['img_path']) for i in range(len(ds))]
+    assert slice_name(REFERENCE_SLICE) + '.png' not in names
+    assert names[0] == 'z060.png' and names[-1] == 'z120.png'
+    assert osp.isfile(osp.join(root, 'COPYRIGHT.txt'))
+    assert 'MNI152' in open(osp.join(root, 'COPYRIGHT.txt')).read()
+    info = ds.get_data_info(0)
+    assert info['ref_img_path'] == osp.join(root, 'images', 'z090.png')
+    sample = ds[len(ds) // 2]
+    assert sample['img'].shape == (233, 197, 3)
+    assert np.unique(sample['gt_seg_map']).tolist() == [0, 1]
+    assert 0.05 < sample['gt_seg_map'].mean() < 0.6
+    assert ds.metainfo['classes'] == ('background', 'white matter')
+
+
+@pytest.fixture
+def nifti_pair(tmp_path):
+    """A 20x24x5 uint8 image volume (slice z filled with 10*z + x) and a label volume."""
+    import nibabel as nib
+    img = np.zeros((20, 24, 5), np.uint8)
+    seg = np.zeros((20, 24, 5), np.uint8)
+    for z in range(5):
+        img[:, :, z] = 10 * z + np.arange(20)[:, None]
+        seg[2:4 + 2 * z, 3:9, z] = 1
+    seg[:, :, 4] = 0  # an empty slice
+    nib.save(nib.Nifti1Image(img, np.eye(4)), str(tmp_path / 'img.nii.gz'))
+    nib.save(nib.Nifti1Image(seg, np.eye(4)), str(tmp_path / 'seg.nii.gz'))
+    return tmp_path, img, seg
+
+
+def test_nifti_slices_minus_reference(nifti_pair):
+    root, img, seg = nifti_pair
+    ds = NiftiSliceDataset(volumes=[dict(img='img.nii.gz', seg='seg.nii.gz')],
+                           reference=dict(volume=0, slice=2), data_root=str(root),
+                           pipeline=LOAD)
+    assert len(ds) == 4
+    infos = [ds.get_data_info(i) for i in range(len(ds))]
+    assert [i['slice_index'] for i in infos] == [0, 1, 3, 4]
+    for info in infos:
+        assert info['ref_slice_index'] == 2
+        assert info['ref_img_path'] == osp.join(str(root), 'img.nii.gz')
+        assert info['ref_seg_map_path'] == osp.join(str(root), 'seg.nii.gz')
+        assert info['num_classes'] == 2
+    for i, z in enumerate([0, 1, 3, 4]):
+        sample = ds[i]
+        assert sample['img'].shape == (24, 20, 3)
+        assert np.array_equal(sample['img'][..., 0], np.flipud(img[:, :, z].T))
+        assert np.array_equal(sample['gt_seg_map'], np.flipud(seg[:, :, z].T))
+    skip = NiftiSliceDataset(volumes=[dict(img='img.nii.gz', seg='seg.nii.gz')],
+                             reference=dict(slice=2), data_root=str(root), skip_empty=True,
+                             slices=(0, 5, 1), pipeline=LOAD)
+    assert [skip.get_data_info(i)['slice_index'] for i in range(len(skip))] == [0, 1, 3]
+
+
+def test_nifti_shape_mismatch_and_missing_volume(nifti_pair):
+    import nibabel as nib
+    root, _, _ = nifti_pair
+    nib.save(nib.Nifti1Image(np.zeros((20, 24, 6), np.uint8), np.eye(4)),
+             str(root / 'seg6.nii.gz'))
+    with pytest.raises(OneShotDataError, match='seg6.nii.gz: label volume shape'):
+        NiftiSliceDataset(volumes=[dict(img='img.nii.gz', seg='seg6.nii.gz')],
+                          reference=dict(slice=0), data_root=str(root), pipeline=[])
+    with pytest.raises(OneShotDataError, match='nope.nii.gz: volume not found'):
+        NiftiSliceDataset(volumes=[dict(img='nope.nii.gz', seg='seg.nii.gz')],
+                          reference=dict(slice=0), data_root=str(root), pipeline=[])
+
+
+def test_annotation_loader_checks_size_against_image(folder_task):
+    results = LoadOneShotImage().transform(
+        dict(img_path=osp.join(folder_task, 'images', 't1.png')))
+    results.update(seg_map_path=osp.join(folder_task, 'masks', 't1.png'), num_classes=2)
+    out = LoadOneShotAnnotations().transform(results)
+    assert out['gt_seg_map'].shape == (64, 80)
+    assert 'gt_seg_map' in out['seg_fields']

@@ -1,0 +1,118 @@
+"""``PerImageDiceMetric``: per-image foreground Dice/IoU against hand-computed values."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from mmengine.evaluator import Evaluator
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+
+from mmseg_medpersam.evaluation import PerImageDiceMetric, dice_iou
+
+
+def _sample(pred, gt, img_path, slice_index=None, seconds=None):
+    meta = dict(img_path=img_path)
+    if slice_index is not None:
+        meta['slice_index'] = slice_index
+    if seconds is not None:
+        meta['predict_seconds'] = seconds
+    s = SegDataSample(metainfo=meta)
+    s.pred_sem_seg = PixelData(data=torch.as_tensor(np.asarray(pred))[None].long())
+    s.gt_sem_seg = PixelData(data=torch.as_tensor(np.asarray(gt, dtype=np.uint8))[None])
+    return s
+
+
+def _evaluate(samples, classes=('background', 'foreground'), out_file=None):
+    evaluator = Evaluator(PerImageDiceMetric(out_file=out_file))
+    evaluator.dataset_meta = dict(classes=classes)
+    evaluator.process(data_samples=samples, data_batch=dict())
+    return evaluator.evaluate(len(samples))
+
+
+def _binary_cases():
+    z = np.zeros((4, 4), int)
+    # A: gt 4 px, pred 6 px, 3 shared -> Dice 6/10, IoU 3/7
+    gt_a, pred_a = z.copy(), z.copy()
+    gt_a[0, :4] = 1
+    pred_a[0, 1:4] = 1
+    pred_a[1, :3] = 1
+    # B: exact on the valid pixels; predictions on ignored (255) pixels do not count
+    gt_b, pred_b = z.copy(), z.copy()
+    gt_b[2, :2] = 1
+    gt_b[3, :] = 255
+    pred_b[2, :2] = 1
+    pred_b[3, :3] = 1
+    # C: nothing to find, nothing found -> not scored
+    # D: missed everything -> 0
+    gt_d = z.copy()
+    gt_d[1:3, 1] = 1
+    return [
+        _sample(pred_a, gt_a, '/data/images/a.png', seconds=0.5),
+        _sample(pred_b, gt_b, '/data/images/b.png', seconds=1.5),
+        _sample(z, z, '/data/images/c.png'),
+        _sample(z, gt_d, '/data/vol.nii.gz', slice_index=7),
+    ]
+
+
+def test_dice_iou_function():
+    a = np.array([1, 1, 1, 0, 0], bool)
+    b = np.array([0, 1, 1, 1, 0], bool)
+    assert dice_iou(a, b) == pytest.approx((4 / 6, 2 / 4))
+    assert dice_iou(a, a) == (1.0, 1.0)
+    assert dice_iou(a, ~a) == (0.0, 0.0)
+    assert all(math.isnan(v) for v in dice_iou(a & False, a & False))
+
+
+def test_binary_scores_and_json(tmp_path):
+    out = tmp_path / 'sub' / 'metrics.json'
+    metrics = _evaluate(_binary_cases(), out_file=str(out))
+    dices, ious = [0.6, 1.0, 0.0], [3 / 7, 1.0, 0.0]
+    assert metrics['mDice'] == round(100 * np.mean(dices), 2) == 53.33
+    assert metrics['mIoU'] == round(100 * np.mean(ious), 2) == 47.62
+    assert metrics['mDice_std'] == round(100 * np.std(dices), 2)
+    assert metrics['sec_per_img'] == 1.0
+    data = json.loads(out.read_text())
+    assert data['mDice'] == pytest.approx(100 * np.mean(dices))
+    assert data['mIoU'] == pytest.approx(100 * np.mean(ious))
+    per_image = data['per_image']
+    assert [e['img'] for e in per_image] == ['a.png', 'b.png', 'c.png', 'vol.nii.gz#7']
+    assert [set(e) >= {'img', 'dice', 'iou'} for e in per_image] == [True] * 4
+    assert per_image[0]['dice'] == pytest.approx(0.6)
+    assert per_image[0]['iou'] == pytest.approx(3 / 7)
+    assert per_image[0]['seconds'] == 0.5
+    assert per_image[1]['dice'] == 1.0 and per_image[1]['iou'] == 1.0
+    assert per_image[2]['dice'] is None and per_image[2]['iou'] is None  # both empty
+    assert per_image[3]['dice'] == 0.0
+    fg = data['per_class']['foreground']
+    assert fg['num_images'] == 3
+    assert fg['dice'] == pytest.approx(100 * np.mean(dices))
+
+
+def test_multiclass_scores(tmp_path):
+    gt = np.zeros((4, 6), int)
+    gt[:, :2] = 1
+    gt[:, 3:5] = 2
+    pred = gt.copy()
+    pred[:, 3] = 0  # class 2: 4 of 8 found -> Dice 8/12, IoU 4/8
+    out = tmp_path / 'm.json'
+    metrics = _evaluate([_sample(pred, gt, 'x.png')], classes=('bg', 'a', 'b'),
+                        out_file=str(out))
+    assert metrics['mDice'] == round(100 * (1 + 8 / 12) / 2, 2)
+    assert metrics['mIoU'] == round(100 * (1 + 0.5) / 2, 2)
+    data = json.loads(out.read_text())
+    entry = data['per_image'][0]
+    assert entry['dice'] == pytest.approx((1 + 8 / 12) / 2)
+    assert entry['per_class']['1']['dice'] == 1.0
+    assert entry['per_class']['2']['iou'] == pytest.approx(0.5)
+    assert set(data['per_class']) == {'a', 'b'}
+
+
+def test_nothing_scorable_gives_no_mdice_and_null_json(tmp_path):
+    z = np.zeros((3, 3), int)
+    out = tmp_path / 'm.json'
+    metrics = _evaluate([_sample(z, z, 'e.png')], out_file=str(out))
+    assert 'mDice' not in metrics or math.isnan(metrics['mDice'])
+    data = json.loads(out.read_text())  # valid JSON: no NaN literals
+    assert data['per_image'] == [{'img': 'e.png', 'dice': None, 'iou': None}]

@@ -1,0 +1,146 @@
+"""Prompt generators: PerSAM location prior, mask / box / band points, frames of non-square images."""
+import numpy as np
+import pytest
+import torch
+
+from mmseg_medpersam.prompts import (BandPointPrompt, BoxPrompt, MaskPrompt, PerSAMLocationPrior,
+                                     PromptContext, Prompts, ReferenceContext)
+from mmseg_medpersam.prompts.band_points import inner_and_band, sub_regions
+from mmseg_medpersam.sam.backend import ImageEmbedding
+from mmseg_medpersam.sam.image import (boxes_to_frame, frame_to_image, input_size,
+                                       mask_to_sam_frame, points_to_frame)
+
+
+def make_ctx(mask: torch.Tensor, features: torch.Tensor = None, seed: int = 0) -> PromptContext:
+    """A context over an (H, W) image with random (or given) 64x64 SAM features."""
+    h, w = mask.shape
+    g = torch.Generator().manual_seed(seed)
+    feats = features if features is not None else torch.randn(1, 256, 64, 64, generator=g)
+    emb = ImageEmbedding(feats, (h, w), input_size((h, w)))
+    image = torch.zeros(3, h, w)
+    ref = ReferenceContext(image=image, mask=mask, embedding=emb, key='ref')
+    return PromptContext(reference=ref, target=emb, image=image, mask=mask)
+
+
+def ellipse(h, w, cy, cx, ry, rx):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return torch.from_numpy(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1)
+
+
+def test_location_prior_points_are_similarity_extrema():
+    mask = ellipse(90, 120, 45, 60, 20, 30)
+    ctx = make_ctx(mask)
+    prompts = PerSAMLocationPrior()(ctx)
+    sim = ctx.similarity_map()
+    (px, py), (nx, ny) = prompts.point_coords[0].long().tolist()
+    assert sim[py, px] == sim.max() and sim[ny, nx] == sim.min()
+    assert prompts.point_labels.tolist() == [[1, 0]]
+    assert prompts.attn_sim.shape == (1, 1, 1, 4096)
+    assert torch.all((prompts.attn_sim > 0) & (prompts.attn_sim < 1))
+    assert torch.allclose(prompts.target_embedding.flatten(), ctx.reference.prototype)
+    # PerSAM-F: positive point only, no hooks.
+    f = PerSAMLocationPrior(negative=False, target_guided_attention=False,
+                            target_semantic_prompt=False, prototype='mean_max')(ctx)
+    assert f.point_labels.tolist() == [[1]] and f.attn_sim is None and f.target_embedding is None
+
+
+def test_location_prior_finds_the_planted_feature():
+    """A target cell carrying the reference prototype is where the positive point lands."""
+    mask = ellipse(64, 64, 32, 32, 10, 10)
+    feats = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
+    ctx = make_ctx(mask, feats)
+    target = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(2))
+    target[0, :, 10, 50] = ctx.reference.prototype * 5
+    ctx.target = ImageEmbedding(target, (64, 64), (1024, 1024))
+    x, y = PerSAMLocationPrior()(ctx).point_coords[0, 0].tolist()
+    assert abs(x - 50.5) <= 1.5 and abs(y - 10.5) <= 1.5
+
+
+def test_mask_prompt_round_trips_in_sam_frame_for_non_square_images():
+    h, w = 233, 197
+    mask = ellipse(h, w, 150, 60, 40, 30)
+    prompts = MaskPrompt(logit_scale=8.0)(make_ctx(mask))
+    assert prompts.mask_logits.shape == (1, 1, 256, 256)
+    # the padding (right of the image in SAM's frame) is background
+    _, in_w = input_size((h, w))
+    assert torch.all(prompts.mask_logits[..., in_w // 4 + 1:] < 0)
+    back = frame_to_image(prompts.mask_logits[0, 0], (h, w)) > 0
+    dice = 2 * (back & mask).sum() / (back.sum() + mask.sum())
+    assert dice > 0.95
+
+
+def test_box_and_points_land_on_the_mask_in_sam_frame():
+    h, w = 233, 197
+    mask = ellipse(h, w, 150, 60, 40, 30)
+    ctx = make_ctx(mask)
+    box = BoxPrompt()(ctx).boxes[0]
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    assert box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+    framed = mask_to_sam_frame(mask.float(), (h, w)) > 0.5
+    fy, fx = torch.nonzero(framed, as_tuple=True)
+    fbox = boxes_to_frame(box[None], (h, w))[0]
+    scale = 1024 / h
+    assert abs(fbox[0] - fx.min()) <= 2 * scale and abs(fbox[2] - fx.max()) <= 2 * scale
+    assert abs(fbox[1] - fy.min()) <= 2 * scale and abs(fbox[3] - fy.max()) <= 2 * scale
+    pts = BandPointPrompt(num_regions=6)(ctx)
+    pos = pts.point_coords[0][pts.point_labels[0] == 1]
+    fp = points_to_frame(pos + 0.5, (h, w)).long()
+    assert torch.all(framed[fp[:, 1].clamp(max=1023), fp[:, 0].clamp(max=1023)])
+
+
+def test_box_margin_is_clipped_to_the_image():
+    mask = torch.zeros(50, 60, dtype=torch.bool)
+    mask[0:10, 50:60] = True
+    box = BoxPrompt(margin=5)(make_ctx(mask)).boxes[0].tolist()
+    assert box == [45, 0, 59, 14]
+
+
+@pytest.mark.parametrize('partition', ['sector', 'grid'])
+def test_band_points_lie_in_inner_region_and_band_and_spread(partition):
+    h, w = 160, 200
+    mask = ellipse(h, w, 80, 100, 50, 70)
+    ctx = make_ctx(mask)
+    gen = BandPointPrompt(num_regions=8, erosion=0.2, dilation=0.2, partition=partition)
+    prompts = gen(ctx)
+    inner, band = inner_and_band(mask.numpy(), 0.2, 0.2)
+    coords = prompts.point_coords[0].long().numpy()
+    labels = prompts.point_labels[0].numpy()
+    pos, neg = coords[labels == 1], coords[labels == 0]
+    assert len(pos) == 8 and len(neg) == 8
+    assert inner[pos[:, 1], pos[:, 0]].all() and band[neg[:, 1], neg[:, 0]].all()
+    assert not mask.numpy()[neg[:, 1], neg[:, 0]].any()
+    ids = sub_regions(mask.numpy(), 8, partition)
+    assert len(set(ids[pos[:, 1], pos[:, 0]].tolist())) == 8  # one point per sub-region
+    # spread: points cover the structure, far more than the single-peak PerSAM prior
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert d.min(axis=1).mean() > 0.2 * np.sqrt(mask.sum().item())
+
+
+@pytest.mark.parametrize('kind', ['pixel', 'border', 'components', 'full', 'empty'])
+def test_generators_on_degenerate_masks(kind):
+    h, w = 40, 50
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    if kind == 'pixel':
+        mask[20, 25] = True
+    elif kind == 'border':
+        mask[:, :8] = True
+    elif kind == 'components':
+        mask[5:10, 5:10] = True
+        mask[25:35, 30:45] = True
+    elif kind == 'full':
+        mask[:] = True
+    ctx = make_ctx(mask)
+    outs = [g(ctx) for g in (MaskPrompt(), BoxPrompt(), BandPointPrompt())]
+    if kind == 'empty':
+        assert all(o is None for o in outs)
+        return
+    merged = Prompts.merge(outs)
+    assert merged.mask_logits.shape == (1, 1, 256, 256)
+    assert merged.boxes.shape == (1, 4)
+    labels = merged.point_labels[0]
+    assert (labels == 1).sum() >= 1
+    xy = merged.point_coords[0][labels == 1].long()
+    assert mask[xy[:, 1], xy[:, 0]].all()
+    if kind == 'full':
+        assert (labels == 0).sum() == 0  # no band outside a full-image mask

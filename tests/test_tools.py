@@ -1,0 +1,71 @@
+"""``tools/test.py``: argument handling, and the real tiny config on the embedded MNI152 task."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import torch
+
+from conftest import REPO_ROOT, TINY_CONFIG, VIT_B_CONFIG, fake_vit_b_state_dict
+from mmseg_medpersam.datasets.mni152 import DEFAULT_SLICES, REFERENCE_SLICE, slice_name
+
+
+def test_build_config_applies_cli_options(test_tool, tmp_path):
+    args = test_tool.parse_args([
+        VIT_B_CONFIG, '--checkpoint', 'http://127.0.0.1:1/sam_vit_b_01ec64.pth',
+        '--work-dir', str(tmp_path / 'wd'), '--out-metrics', str(tmp_path / 'm.json'),
+        '--show-dir', str(tmp_path / 'vis'),
+        '--cfg-options', 'model.head.num_refinements=1', 'test_dataloader.dataset.data_root=/d'])
+    cfg = test_tool.build_config(args)
+    assert cfg.model.sam.arch == 'vit_b'
+    assert cfg.model.sam.checkpoint == 'http://127.0.0.1:1/sam_vit_b_01ec64.pth'
+    assert cfg.work_dir == str(tmp_path / 'wd')
+    assert cfg.test_evaluator.type == 'PerImageDiceMetric'
+    assert cfg.test_evaluator.out_file == str(tmp_path / 'm.json')
+    assert cfg.model.head.num_refinements == 1
+    assert cfg.test_dataloader.dataset.data_root == '/d'
+    assert cfg.default_hooks.visualization.draw is True
+    assert cfg.visualizer.save_dir == str(tmp_path / 'vis')
+    assert cfg.load_from is None and cfg.launcher == 'none'
+    assert cfg.test_cfg.type == 'OneShotTestLoop'
+
+
+def test_build_config_defaults(test_tool):
+    cfg = test_tool.build_config(test_tool.parse_args([TINY_CONFIG]))
+    assert cfg.model.sam.arch == 'tiny' and cfg.model.sam.checkpoint is None
+    assert cfg.work_dir == osp.join('./work_dirs', 'persam_sam-tiny_mni152-wm')
+    assert 'out_file' not in cfg.test_evaluator or cfg.test_evaluator.out_file is None
+
+
+def test_tiny_config_on_embedded_mni152(mni152_root, run_tool, capsys):
+    code, out = run_tool(cfg_options={'test_dataloader.dataset.data_root': mni152_root})
+    assert code == 0
+    stdout = capsys.readouterr().out
+    start = stdout.rindex('\n{\n') + 1  # main prints the metrics as the last JSON block
+    printed = json.loads(stdout[start:stdout.index('\n}', start) + 2])
+    with open(out) as f:
+        metrics = json.load(f)
+    assert 0 <= metrics['mDice'] <= 100 and 0 <= metrics['mIoU'] <= 100
+    assert printed['mDice'] == round(metrics['mDice'], 2)
+    expected = [slice_name(z) + '.png' for z in DEFAULT_SLICES if z != REFERENCE_SLICE]
+    assert [e['img'] for e in metrics['per_image']] == expected
+    assert len(metrics['per_image']) == 30
+    for entry in metrics['per_image']:
+        assert 0 <= entry['dice'] <= 1 and 0 <= entry['iou'] <= entry['dice'] + 1e-9
+    assert metrics['per_class']['white matter']['num_images'] == 30
+    mean = 100 * sum(e['dice'] for e in metrics['per_image']) / 30
+    assert abs(mean - metrics['mDice']) < 1e-6
+
+
+def test_cli_script_exit_code_and_message(tmp_path):
+    """``python tools/test.py`` from another folder, without the package on PYTHONPATH."""
+    ckpt = str(tmp_path / 'wrong_arch.pth')
+    torch.save(fake_vit_b_state_dict(), ckpt)
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO_ROOT, 'tools', 'test.py'), TINY_CONFIG,
+         '--checkpoint', ckpt, '--work-dir', str(tmp_path / 'wd')],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'error: ' in proc.stderr and ckpt in proc.stderr and 'vit_b' in proc.stderr
