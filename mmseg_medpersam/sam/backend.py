@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..prompts.structures import Prompts
 from .builder import IMAGE_SIZE, build_sam_model, get_arch
-from .checkpoint import load_sam_checkpoint, resolve_checkpoint
+from .checkpoint import load_sam_checkpoint, read_checkpoint, resolve_checkpoint
 from .decoder_hooks import guided_decoder
 from .image import boxes_to_frame, frame_to_image, points_to_frame, resize_longest_side
 
@@ -81,10 +81,12 @@ class SAMBackend(nn.Module):
         super().__init__()
         get_arch(arch)
         self.arch = arch
-        self.sam = build_sam_model(arch, seed=seed)
         self.checkpoint = resolve_checkpoint(arch, checkpoint)
-        if self.checkpoint is not None:
-            load_sam_checkpoint(self.sam, arch, self.checkpoint)
+        # Read (or download) the weights before building: a missing file fails at once.
+        state = read_checkpoint(self.checkpoint) if self.checkpoint is not None else None
+        self.sam = build_sam_model(arch, seed=seed)
+        if state is not None:
+            load_sam_checkpoint(self.sam, arch, self.checkpoint, state)
         for p in self.sam.parameters():
             p.requires_grad_(False)
         if encoder_dtype not in ('float32', 'bfloat16'):

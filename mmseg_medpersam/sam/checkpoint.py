@@ -104,9 +104,13 @@ def read_checkpoint(checkpoint: str) -> Dict[str, torch.Tensor]:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in obj.items()}
 
 
-def load_sam_checkpoint(sam: nn.Module, arch: str, checkpoint: str) -> None:
-    """Strictly load ``checkpoint`` into ``sam``; a mismatch names the file and the arch it fits."""
-    state = read_checkpoint(checkpoint)
+def load_sam_checkpoint(sam: nn.Module, arch: str, checkpoint: str,
+                        state: Optional[Dict[str, torch.Tensor]] = None) -> None:
+    """Strictly load ``checkpoint`` into ``sam``; a mismatch names the file and the arch it fits.
+
+    ``state`` is the already-read state dict of ``checkpoint``, when the caller has it.
+    """
+    state = read_checkpoint(checkpoint) if state is None else state
     own = sam.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -1,0 +1,46 @@
+"""Every shipped config parses, names registered modules, and the tiny ones build."""
+import glob
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+from mmseg.registry import DATASETS, METRICS, MODELS
+
+from conftest import REPO_ROOT
+
+CONFIGS = sorted(p for p in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'), recursive=True)
+                 if '_base_' not in p)
+
+
+def test_every_method_has_configs():
+    names = {osp.basename(p) for p in CONFIGS}
+    for expected in ('persam_sam-vit-b_mni152-wm.py', 'persam_sam-tiny_mni152-wm.py',
+                     'persam-f_sam-vit-b_mni152-wm.py', 'persam-f_sam-tiny_mni152-wm.py',
+                     'matcher_sam-vit-b_dinov2-l_mni152-wm.py',
+                     'matcher_sam-tiny_dinov2-tiny_mni152-wm.py',
+                     'medpersam_sam-vit-b_mni152-wm.py', 'medpersam_sam-tiny_mni152-wm.py',
+                     'warp-only_mni152-wm.py'):
+        assert expected in names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.basename(p))
+def test_config_parses_and_names_registered_modules(path):
+    cfg = Config.fromfile(path)
+    assert cfg.model.type in MODELS.module_dict
+    assert cfg.model.head.type in MODELS.module_dict
+    assert cfg.test_dataloader.dataset.type in DATASETS.module_dict
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    assert all(e['type'] in METRICS.module_dict for e in evaluators)
+    assert cfg.test_cfg.type == 'OneShotTestLoop'
+    sam = cfg.model.sam
+    if sam is not None and sam.arch != 'tiny':
+        assert sam.checkpoint is None  # official URL (or --checkpoint) for real SAMs
+
+
+@pytest.mark.parametrize('path', [p for p in CONFIGS if 'tiny' in osp.basename(p)
+                                  or 'warp-only' in osp.basename(p)],
+                         ids=lambda p: osp.basename(p))
+def test_tiny_configs_build(path):
+    cfg = Config.fromfile(path)
+    model = MODELS.build(cfg.model)
+    assert model.head is not None
