@@ -67,6 +67,7 @@ class OneShotSAMSegmentor(BaseSegmentor):
         self.align_corners = False
         self._references: Dict[str, ReferenceSet] = {}
         self.priors: Dict[str, Dict[int, Tensor]] = {}  # per target key and class (Med-PerSAM)
+        self.fit_logs: List[dict] = []  # one entry per transductive (re)fit
 
     # ------------------------------------------------------------------ reference
     def _reference_spec(self, metainfo: dict) -> dict:
@@ -140,6 +141,7 @@ class OneShotSAMSegmentor(BaseSegmentor):
                 self.sam, ref.classes, [images[i] for i in idx], labels)
             for key, prior in zip(keys, priors):
                 self.priors[key] = prior
+        self.fit_logs.append(log)
         return log
 
     def predict_labels(self, image: Tensor, metainfo: dict) -> Tensor:

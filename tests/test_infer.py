@@ -1,0 +1,45 @@
+"""tools/infer.py: masks and overlays for user images from one reference."""
+import importlib.util
+import os.path as osp
+
+import cv2
+import numpy as np
+
+from conftest import REPO_ROOT, TINY_CONFIG, make_folder_task
+
+
+def load_infer():
+    spec = importlib.util.spec_from_file_location('medpersam_infer',
+                                                  osp.join(REPO_ROOT, 'tools', 'infer.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_infer_writes_masks_and_overlays_and_reports_bad_files(tmp_path):
+    root = make_folder_task(str(tmp_path / 'task'), mask_scale=255)
+    out = tmp_path / 'out'
+    code = load_infer().main([
+        TINY_CONFIG, '--reference', osp.join(root, 'images', 'ref.png'),
+        '--reference-mask', osp.join(root, 'masks', 'ref.png'),
+        '--images', osp.join(root, 'images', 't1.png'), osp.join(root, 'images', 't2.png'),
+        str(tmp_path / 'missing.png'), '--out-dir', str(out), '--binary-255'])
+    assert code == 3  # one unreadable image, named; the others are written
+    for stem in ('t1', 't2'):
+        mask = cv2.imread(str(out / 'masks' / f'{stem}.png'), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (64, 80) and set(np.unique(mask)) <= {0, 255}
+        assert cv2.imread(str(out / 'overlays' / f'{stem}.png')).shape == (64, 80, 3)
+
+
+def test_infer_rejects_an_empty_reference(tmp_path, capsys):
+    root = make_folder_task(str(tmp_path / 'task'))
+    empty = tmp_path / 'empty.png'
+    cv2.imwrite(str(empty), np.zeros((64, 80), np.uint8))
+    code = load_infer().main([
+        TINY_CONFIG, '--reference', osp.join(root, 'images', 'ref.png'),
+        '--reference-mask', str(empty), '--images', osp.join(root, 'images', 't1.png'),
+        '--out-dir', str(tmp_path / 'out')])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert str(empty) in err and 'empty' in err
+    assert not (tmp_path / 'out').exists()  # stopped before any target
