@@ -95,10 +95,10 @@ class MedPerSAMHead(BaseOneShotHead):
         start = time.perf_counter()
         pseudo = None if pseudo_labels is None else [p > 0 for p in pseudo_labels]
         log = dict(warper.fit(ref.image, self._foreground(ref), images, pseudo_labels=pseudo))
-        priors: List[Dict[int, Tensor]] = [dict() for _ in images]
-        for c, ref_c in references.items():
-            for i, warped in enumerate(warper.warp_masks(ref.image, ref_c.mask, images)):
-                priors[i][c] = warped
+        classes = sorted(references)
+        stack = torch.stack([references[c].mask.float() for c in classes])  # one flow, C maps
+        priors = [dict(zip(classes, warped.reshape(len(classes), *warped.shape[-2:])))
+                  for warped in warper.warp_masks(ref.image, stack, images)]
         log['seconds'] = time.perf_counter() - start
         print_log(f'Med-PerSAM warping {"re" if pseudo is not None else ""}fit on '
                   f'{len(images)} targets: {log["seconds"]:.1f} s', logger='current')

@@ -50,7 +50,7 @@ class FlowUNet(nn.Module):
                  channels: Sequence[int] = (32, 32, 32, 32),
                  stem_channels: int = 16,
                  decoder_convs: int = 1,
-                 out_level: int = 0,
+                 out_level: int = 1,
                  integration_steps: int = 0,
                  init_std: float = 1e-5) -> None:
         super().__init__()

@@ -4,7 +4,6 @@ All losses take ``(N, C, H, W)`` tensors and return a scalar (mean over the batc
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

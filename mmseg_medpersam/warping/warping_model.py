@@ -119,16 +119,16 @@ class WarpingModel(nn.Module):
     def __init__(self,
                  flow_net: Optional[dict] = None,
                  work_size: Union[int, Sequence[int], None] = (224, 192),
-                 similarity: str = 'mse',
+                 similarity: str = 'ncc',
                  ncc_window: int = 9,
-                 sim_scales: Sequence[int] = (1,),
+                 sim_scales: Sequence[int] = (1, 2, 4),
                  smooth_weight: float = 0.01,
                  aug_weight: float = 0.1,
                  pseudo_weight: float = 1.0,
-                 mask_bce_weight: float = 1.0,
-                 iters: int = 600,
-                 retrain_iters: int = 200,
-                 lr: float = 1e-3,
+                 mask_bce_weight: float = 0.0,
+                 iters: int = 1000,
+                 retrain_iters: int = 300,
+                 lr: float = 3e-3,
                  min_lr_ratio: float = 0.1,
                  optimizer: str = 'adam',
                  weight_decay: float = 0.0,
@@ -174,6 +174,10 @@ class WarpingModel(nn.Module):
         if kind in ('FlowUNet', FlowUNet):
             return FlowUNet(**cfg)
         return MODELS.build(dict(type=kind, **cfg))
+
+    def forward(self, reference: Tensor, target: Tensor) -> Tensor:
+        """Flow ``(N, 2, h, w)`` between ``(N, 1, h, w)`` working-resolution images."""
+        return self.flow_net(reference, target)
 
     @property
     def device(self) -> torch.device:
@@ -374,8 +378,17 @@ class WarpingModel(nn.Module):
 
         The full-resolution reference mask is sampled bilinearly, so a 0/1 mask gives a
         probability in ``[0, 1]`` (threshold 0.5 for a mask); any float map is warped alike.
-        Tensors are on the model's device.
+        A ``(C, H, W)`` stack of maps (e.g. one per class) gives ``(C, H_i, W_i)`` maps from a
+        single flow prediction. Tensors are on the model's device.
         """
-        mask = to_mask(ref_mask).to(self.device)[None, None]
+        maps = ref_mask.detach().cpu() if isinstance(ref_mask, Tensor) else torch.as_tensor(
+            np.asarray(ref_mask))
+        stacked = maps.dim() == 3 and maps.shape[0] > 1
+        maps = (maps.float() if stacked else to_mask(maps)[None]).to(self.device)
+        if maps.numel() == 0:
+            raise ValueError('empty reference mask array')
         flows = self.predict_flow(ref_image, targets)
-        return [warp(mask, f[None])[0, 0] for f in flows]
+        # Bilinear sampling is a convex combination: clamp away float rounding only.
+        lo, hi = float(maps.min()), float(maps.max())
+        out = [warp(maps[None], f[None])[0].clamp(lo, hi) for f in flows]
+        return out if stacked else [o[0] for o in out]
