@@ -178,14 +178,19 @@ def torch_hub_dir(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- tools/test.py
-@pytest.fixture(scope='session')
-def test_tool():
-    """``tools/test.py`` imported as a module (``main``, ``build_config``, ``parse_args``)."""
-    spec = importlib.util.spec_from_file_location('medpersam_tools_test',
-                                                  osp.join(REPO_ROOT, 'tools', 'test.py'))
+def load_tool(name: str):
+    """``tools/<name>.py`` imported as a module (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f'medpersam_tools_{name}',
+                                                  osp.join(REPO_ROOT, 'tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope='session')
+def test_tool():
+    """``tools/test.py`` as a module (``main``, ``build_config``, ``parse_args``)."""
+    return load_tool('test')
 
 
 @pytest.fixture

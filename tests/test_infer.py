@@ -1,19 +1,14 @@
 """tools/infer.py: masks and overlays for user images from one reference."""
-import importlib.util
 import os.path as osp
 
 import cv2
 import numpy as np
 
-from conftest import REPO_ROOT, TINY_CONFIG, make_folder_task
+from conftest import TINY_CONFIG, load_tool, make_folder_task
 
 
 def load_infer():
-    spec = importlib.util.spec_from_file_location('medpersam_infer',
-                                                  osp.join(REPO_ROOT, 'tools', 'infer.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('infer')
 
 
 def test_infer_writes_masks_and_overlays_and_reports_bad_files(tmp_path):

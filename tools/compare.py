@@ -59,8 +59,10 @@ def main(argv=None) -> int:
     parser.add_argument('--checkpoint', help='SAM weights passed to every config')
     parser.add_argument('--device', help='device passed to every config')
     parser.add_argument('--out', help='also write the table to this markdown file')
+    parser.add_argument('--cfg-options', nargs='+', default=[],
+                        help='passed to every config, e.g. test_dataloader.dataset.data_root=D')
     args = parser.parse_args(argv)
-    extra = []
+    extra = ['--cfg-options'] + args.cfg_options if args.cfg_options else []
     if args.checkpoint:
         extra += ['--checkpoint', args.checkpoint]
     if args.device:

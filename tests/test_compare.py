@@ -1,0 +1,34 @@
+"""tools/compare.py tables configs it runs and metrics JSONs it reads."""
+import json
+
+from conftest import TINY_CONFIG, folder_options, load_tool, make_folder_task
+
+
+def test_compare_runs_a_config_and_reads_a_json(tmp_path, capsys):
+    root = make_folder_task(str(tmp_path / 'task'))
+    old = tmp_path / 'old.json'
+    old.write_text(json.dumps({
+        'mDice': 71.5, 'mDice_std': 4.25, 'mIoU': 56.0,
+        'per_image': [{'img': 'a.png', 'dice': 0.7, 'iou': 0.55}] * 4,
+        'run': {'method': 'Earlier run', 'config': 'x.py', 'device': 'NVIDIA H100',
+                'wall_seconds': 8.0}}))
+    options = [f'{k}={v}' for k, v in folder_options(root).items()]
+    code = load_tool('compare').main([TINY_CONFIG, str(old), '--work-dir',
+                                      str(tmp_path / 'work'), '--out', str(tmp_path / 't.md'),
+                                      '--cfg-options'] + options)
+    assert code == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].startswith('| method | config | mDice +- std | mIoU |')
+    rows = table[2:]
+    assert len(rows) == 2
+    assert rows[0].startswith('| PerSAM | `persam_sam-tiny_mni152-wm.py` |')
+    assert 'CPU' in rows[0]
+    assert rows[1] == ('| Earlier run | `x.py` | 71.50 +- 4.25 | 56.00 | 2.00 | NVIDIA H100 |')
+    assert (tmp_path / 't.md').read_text().strip().splitlines() == table
+
+
+def test_compare_reports_a_failing_config(tmp_path, capsys):
+    bad = tmp_path / 'bad.py'
+    bad.write_text("_base_ = ['does_not_exist.py']\n")
+    assert load_tool('compare').main([str(bad), '--work-dir', str(tmp_path / 'w')]) == 1
+    assert 'bad failed' in capsys.readouterr().err
