@@ -161,3 +161,38 @@ def test_matcher_head_end_to_end_and_empty_reference(tiny_sam):
     empty = ctx_for(torch.zeros_like(mask), image=image, sam=tiny_sam)
     with pytest.raises(ValueError, match='empty'):
         head.predict(tiny_sam, empty)
+
+
+def test_medpersam_per_image_mode_fits_on_that_target(tiny_sam):
+    """Without a transductive fit, the warping model is fitted on the reference + the target."""
+    h, w = 64, 64
+    ref_mask = ellipse(h, w, 30, 30, 12, 14)
+    tgt_mask = ellipse(h, w, 34, 36, 12, 14)
+    ref_img = torch.where(ref_mask, 200.0, 30.0).expand(3, h, w).clone()
+    tgt_img = torch.where(tgt_mask, 200.0, 30.0).expand(3, h, w).clone()
+    ctx = ctx_for(ref_mask, image=ref_img, sam=tiny_sam)
+    ctx.image, ctx.target = tgt_img, tiny_sam.encode(tgt_img)
+    head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', iters=150,
+                                                     work_size=(64, 64)))
+    result = head.predict(None, ctx)
+    warper = head.warper(ctx.reference)
+    assert bool(warper.fitted)
+    dice = lambda a, b: float(2 * (a & b).sum() / (a.sum() + b.sum()))  # noqa: E731
+    assert dice(result.mask, tgt_mask) > dice(ref_mask, tgt_mask) + 0.05
+
+
+@pytest.mark.parametrize('head_cfg', ['persam', 'matcher'])
+def test_one_pixel_reference_mask_is_usable(tiny_sam, head_cfg):
+    mask = torch.zeros(64, 72, dtype=torch.bool)
+    mask[30, 40] = True
+    image = torch.rand(3, 64, 72) * 255
+    ctx = ctx_for(mask, image=image, sam=tiny_sam)
+    assert int(ctx.reference.grid_mask.sum()) >= 1  # falls back to any covered cell
+    if head_cfg == 'persam':
+        head = PerSAMHead()
+    else:
+        head = MatcherHead(prompt_sampler=dict(
+            type='MatcherPromptSampler', num_centers=4,
+            encoder=dict(type='DINOv2Encoder', arch='tiny', img_size=112)))
+    result = head.predict(tiny_sam, ctx)
+    assert result.logits.shape == (64, 72) and torch.isfinite(result.logits).all()
