@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmseg_medpersam.sam.checkpoint import CheckpointError
 from mmseg_medpersam.matching import (PAD_LABEL, DINOv2Encoder, RobustPromptSampler,
                                       ScoreConfig, bidirectional_matching,
                                       convert_dinov2_state_dict, emd_score,
@@ -269,9 +270,13 @@ def test_dinov2_wrong_arch_raises_naming_file(tmp_path):
     assert str(path) in msg and 'blocks.2.' in msg and 'shape mismatches' in msg
 
 
-def test_dinov2_random_weights_warn(monkeypatch):
+def test_dinov2_real_arch_needs_a_weights_file(monkeypatch, tmp_path):
+    with pytest.raises(CheckpointError, match='dinov2_vits14_pretrain.pth'):
+        DINOv2Encoder('vit_s14', img_size=28)
+    with pytest.raises(CheckpointError, match='not found'):
+        DINOv2Encoder('vit_s14', img_size=28, checkpoint=str(tmp_path / 'missing.pth'))
     logged = []
     monkeypatch.setattr(dinov2_module, 'print_log',
                         lambda msg, logger=None, level=None: logged.append((msg, level)))
-    DINOv2Encoder('vit_s14', img_size=28)
+    DINOv2Encoder('vit_s14', img_size=28, allow_random=True)  # benchmarks only, and said so
     assert logged and logged[0][1] == logging.WARNING and 'RANDOM' in logged[0][0]

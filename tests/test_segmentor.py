@@ -9,8 +9,8 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 
-from conftest import (TINY_CONFIG, fake_vit_b_state_dict, folder_options, make_folder_task,
-                      write_png)
+from conftest import (REPO_ROOT, TINY_CONFIG, fake_vit_b_state_dict, folder_options,
+                      make_folder_task, write_png)
 from mmseg_medpersam.datasets import OneShotDataError
 from mmseg_medpersam.heads import HeadResult
 from mmseg_medpersam.segmentors import OneShotSAMSegmentor
@@ -68,6 +68,19 @@ def test_unreadable_target_others_still_scored(tmp_path, run_tool, capsys):
     assert [e['img'] for e in metrics['per_image']] == ['good.png']
     assert 0 <= metrics['mDice'] <= 100
     assert 0 <= metrics['per_image'][0]['dice'] <= 1
+    assert metrics['run']['method'] == 'PerSAM'  # the run's facts are kept too
+
+
+def test_warp_only_ignores_checkpoint_and_runs_without_sam(tmp_path, run_tool, capsys):
+    root = make_folder_task(str(tmp_path / 'task'))
+    config = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
+    code, out = run_tool(config, folder_options(root, **{'model.head.warping.iters': 5}),
+                         checkpoint='/nonexistent/sam.pth')
+    assert code == 0
+    assert '--checkpoint is ignored' in capsys.readouterr().err
+    with open(out) as f:
+        metrics = json.load(f)
+    assert metrics['run']['method'] == 'Warp only' and len(metrics['per_image']) == 2
 
 
 def test_checkpoint_of_another_arch(folder_task, tmp_path, run_tool, capsys):

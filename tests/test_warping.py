@@ -232,3 +232,14 @@ def test_pseudo_label_retraining_continues_training():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     with pytest.raises(ValueError):
         model.fit(shape_image(ref_mask), ref_mask, tgts, pseudo_labels=[tgt_masks[0]])
+
+
+def test_fit_trains_inside_no_grad():
+    """mmengine's test loop and the inference tool run under no_grad: fit must still train."""
+    model = WarpingModel(iters=3, work_size=(32, 32))
+    before = {k: v.clone() for k, v in model.flow_net.state_dict().items()}
+    img = torch.rand(32, 32)
+    with torch.no_grad():
+        model.fit(img, img > 0.5, [torch.rand(32, 32)])
+    changed = [k for k, v in model.flow_net.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and bool(model.fitted)

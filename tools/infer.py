@@ -116,7 +116,11 @@ def main(argv=None) -> int:
                 model.fit_transductive(tensors, metas, pseudo_labels=pseudo)
         for img, t, meta in zip(images, tensors, metas):
             labels = model.predict_labels(t, meta).numpy().astype(np.uint8)
-            stem = osp.basename(meta['img_path']).split('.')[0]
+            stem = osp.basename(meta['img_path'])
+            for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+                if stem.lower().endswith(suffix):
+                    stem = stem[:-len(suffix)]
+                    break
             if meta['slice_index'] is not None:
                 stem += f'_{meta["slice_index"]:04d}'
             out = labels * 255 if args.binary_255 and args.num_classes == 2 else labels

@@ -19,6 +19,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
+from mmseg_medpersam.engine import OneShotTargetsFailed  # noqa: E402
 from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
 
 METHOD_NAMES = {'PerSAMHead': 'PerSAM', 'PerSAMFHead': 'PerSAM-F', 'MatcherHead': 'Matcher',
@@ -54,7 +55,11 @@ def build_config(args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.checkpoint:
-        cfg.model.sam.checkpoint = args.checkpoint
+        if cfg.model.get('sam') is None:
+            print(f'note: {args.config} runs without SAM; --checkpoint is ignored',
+                  file=sys.stderr)
+        else:
+            cfg.model.sam.checkpoint = args.checkpoint
     cfg.load_from = None  # SAM's weights load inside the model; nothing else to load
     if args.out_metrics:
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) \
@@ -113,6 +118,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
     start = time.perf_counter()
+    code = 0
     try:
         runner = Runner.from_cfg(cfg)
         if args.device:
@@ -121,6 +127,9 @@ def main(argv=None) -> int:
     except CheckpointError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except OneShotTargetsFailed as e:  # the others were scored: keep their numbers
+        print(f'error: {e}', file=sys.stderr)
+        metrics, code = e.metrics, 3
     except OneShotDataError as e:
         print(f'error: {e}', file=sys.stderr)
         return 3
@@ -130,7 +139,7 @@ def main(argv=None) -> int:
                    wall_seconds=round(time.perf_counter() - start, 2))
         add_other_metrics(args.out_metrics, metrics, run)
         print(f'per-image metrics written to {args.out_metrics}')
-    return 0
+    return code
 
 
 if __name__ == '__main__':

@@ -1,8 +1,9 @@
 """One-shot datasets, loading transforms and the embedded MNI152 task."""
 from .io import OneShotDataError, load_image, load_label_map
 from .one_shot import MNI152WhiteMatterDataset, NiftiSliceDataset, OneShotFolderDataset
-from .transforms import ONE_SHOT_META_KEYS, LoadOneShotAnnotations, LoadOneShotImage
+from .transforms import (ONE_SHOT_META_KEYS, LoadOneShotAnnotations, LoadOneShotImage,
+                         PackOneShotInputs)
 
 __all__ = ['OneShotDataError', 'load_image', 'load_label_map', 'OneShotFolderDataset',
            'MNI152WhiteMatterDataset', 'NiftiSliceDataset', 'LoadOneShotImage',
-           'LoadOneShotAnnotations', 'ONE_SHOT_META_KEYS']
+           'LoadOneShotAnnotations', 'PackOneShotInputs', 'ONE_SHOT_META_KEYS']

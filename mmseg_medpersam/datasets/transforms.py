@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from mmcv.transforms import BaseTransform
+from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
 
 from .io import check_same_size, load_image, load_label_map
 
 ONE_SHOT_META_KEYS = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
                       'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
-                      'slice_index', 'axis', 'num_classes', 'ref_img_path',
+                      'slice_index', 'axis', 'num_classes', 'window', 'ref_img_path',
                       'ref_seg_map_path', 'ref_slice_index')
 
 
@@ -30,6 +31,7 @@ class LoadOneShotImage(BaseTransform):
         img = load_image(results['img_path'], results.get('slice_index'),
                          results.get('axis', 2), self.window)
         results['img'] = img
+        results['window'] = self.window  # the reference is read with the same window
         results['img_shape'] = img.shape[:2]
         results['ori_shape'] = img.shape[:2]
         return results
@@ -49,3 +51,11 @@ class LoadOneShotAnnotations(BaseTransform):
         results['gt_seg_map'] = labels
         results.setdefault('seg_fields', []).append('gt_seg_map')
         return results
+
+
+@TRANSFORMS.register_module()
+class PackOneShotInputs(PackSegInputs):
+    """``PackSegInputs`` that also keeps the one-shot keys (reference, slice, window, classes)."""
+
+    def __init__(self, meta_keys: Sequence[str] = ONE_SHOT_META_KEYS) -> None:
+        super().__init__(meta_keys=tuple(meta_keys))

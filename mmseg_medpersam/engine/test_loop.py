@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import List, Tuple
 
 import torch
+from mmengine.dist import get_world_size
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop
@@ -22,7 +23,9 @@ from ..datasets.io import OneShotDataError
 
 
 class OneShotTargetsFailed(OneShotDataError):
-    """Some targets could not be segmented; the metrics cover the others."""
+    """Some targets could not be segmented; ``metrics`` covers the others."""
+
+    metrics: dict = {}
 
 
 @LOOPS.register_module()
@@ -60,6 +63,10 @@ class OneShotTestLoop(TestLoop):
         is the evaluation pass of ``run``. Ground truth is never looked at here.
         """
         model = self.model
+        if get_world_size() > 1:
+            raise RuntimeError(
+                'transductive heads (Med-PerSAM) fit on the whole unlabeled test set, which '
+                'one process must see: run tools/test.py without a launcher (one GPU).')
         images, metas = [], []
         with torch.no_grad():
             for batch in batches:
@@ -101,7 +108,9 @@ class OneShotTestLoop(TestLoop):
         self.runner.call_hook('after_test')
         if failures:
             listing = '\n  '.join(msg for _, msg in failures)
-            raise OneShotTargetsFailed(
+            error = OneShotTargetsFailed(
                 f'{len(failures)} target(s) could not be segmented; the metrics above cover '
                 f'the other {len(self.dataloader.dataset) - len(failures)}:\n  {listing}')
+            error.metrics = metrics
+            raise error
         return metrics

@@ -38,28 +38,33 @@ class MatcherHead(BaseOneShotHead):
 
     def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
         prompts = self.prompt_sampler(ctx)
-        match, points, ref_fg = ctx.cache[MATCH_KEY]
+        match, points, ref_fg, centres = ctx.cache[MATCH_KEY]
         size = ctx.original_size
-        low_res = []
+        low_res, candidates = [], []
         for start in range(0, prompts.num_sets, self.decode_batch):
             part = prompts.select(torch.arange(start, min(start + self.decode_batch,
                                                           prompts.num_sets)))
-            out = sam.decode(ctx.target, part, multimask=self.multimask_output)
-            low_res.append(out.low_res_logits.flatten(0, 1))
-        low_res = torch.cat(low_res)  # (M, 256, 256)
-        logits = frame_to_image(low_res, size)  # (M, H, W)
-        candidates = (logits > 0).cpu().numpy()
-        merged, scores, kept = score_and_merge(
+            logits = sam.decode(ctx.target, part, multimask=self.multimask_output)
+            logits = logits.low_res_logits.flatten(0, 1)  # (b*C, 256, 256)
+            low_res.append(logits)
+            # Bring each chunk to the image and threshold it at once: M full-size float maps
+            # would not fit in memory for the larger presets.
+            candidates.append((frame_to_image(logits, size) > 0).cpu())
+        low_res = torch.cat(low_res)
+        candidates = torch.cat(candidates).numpy()
+        _, scores, kept = score_and_merge(
             candidates, match, None, ref_fg, points, self.prompt_sampler.encoder.grid_size,
             self.score_cfg, self.prompt_sampler.encoder.patch_size)
         if kept.size:
             # The union of the kept masks as logits: positive exactly on the union.
-            merged_logits = logits[torch.from_numpy(kept).to(logits.device)].max(dim=0).values
+            kept_logits = frame_to_image(low_res[torch.from_numpy(kept).to(low_res.device)], size)
+            merged_logits = kept_logits.max(dim=0).values
         else:
-            merged_logits = torch.full(size, -1.0, device=logits.device)
+            merged_logits = torch.full(size, -1.0, device=low_res.device)
+        # What SAM was prompted from: the k-means centres (all positive).
         record = Prompts(
-            point_coords=torch.as_tensor(np.asarray(points, np.float32)).reshape(1, -1, 2),
-            point_labels=torch.ones(1, len(points), dtype=torch.long))
+            point_coords=torch.as_tensor(np.asarray(centres, np.float32)).reshape(1, -1, 2),
+            point_labels=torch.ones(1, len(centres), dtype=torch.long))
         info = dict(num_candidates=int(len(candidates)), num_merged=int(kept.size),
                     num_matches=int(len(match)))
         return HeadResult(merged_logits, prompts=record, info=info)

@@ -1,6 +1,7 @@
 """Med-PerSAM: a warping model turns the reference label into prompts that SAM refines."""
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -72,15 +73,24 @@ class MedPerSAMHead(BaseOneShotHead):
         self.multimask_output = multimask_output
         self.retrain_rounds = retrain_rounds if use_sam else 0
         self.prior_threshold = prior_threshold
-        self._warpers: Dict[str, torch.nn.Module] = {}
+        # Fitted warping models: per reference (transductive), per reference + target (one
+        # target at a time). ModuleDicts, so .to(device) and state_dict() include them.
+        self.warpers = torch.nn.ModuleDict()
+        self._single = torch.nn.ModuleDict()
 
     # ------------------------------------------------------------------ warping
-    def warper(self, reference: ReferenceContext) -> torch.nn.Module:
-        """The reference's warping model (built on the reference's device on first use)."""
-        if reference.key not in self._warpers:
-            self._warpers[reference.key] = MODELS.build(dict(self.warping_cfg)).to(
-                reference.image.device)
-        return self._warpers[reference.key]
+    @staticmethod
+    def _slot(*keys: str) -> str:
+        """A ModuleDict key (no dots) for a reference, or a reference and one target."""
+        return hashlib.sha1('|'.join(keys).encode()).hexdigest()[:16]
+
+    def _new_warper(self, device: torch.device) -> torch.nn.Module:
+        return MODELS.build(dict(self.warping_cfg)).to(device)
+
+    def warper(self, reference: ReferenceContext) -> Optional[torch.nn.Module]:
+        """The warping model fitted transductively for ``reference`` (None before the fit)."""
+        slot = self._slot(reference.key)
+        return self.warpers[slot] if slot in self.warpers else None
 
     @staticmethod
     def _foreground(reference: ReferenceContext) -> Tensor:
@@ -91,27 +101,46 @@ class MedPerSAMHead(BaseOneShotHead):
                          images: List[Tensor], pseudo_labels: Optional[List[Tensor]] = None
                          ) -> Tuple[List[Dict[int, Tensor]], Dict[str, Any]]:
         ref = next(iter(references.values()))
-        warper = self.warper(ref)
+        slot = self._slot(ref.key)
+        if slot not in self.warpers:
+            self.warpers[slot] = self._new_warper(ref.image.device)
+        warper = self.warpers[slot]
         start = time.perf_counter()
         pseudo = None if pseudo_labels is None else [p > 0 for p in pseudo_labels]
-        log = dict(warper.fit(ref.image, self._foreground(ref), images, pseudo_labels=pseudo))
+        # Images are RGB 0..255: hand the warper [0, 1] so its scaling never guesses.
+        targets = [img / 255 for img in images]
+        log = dict(warper.fit(ref.image / 255, self._foreground(ref), targets,
+                              pseudo_labels=pseudo))
         classes = sorted(references)
         stack = torch.stack([references[c].mask.float() for c in classes])  # one flow, C maps
         priors = [dict(zip(classes, warped.reshape(len(classes), *warped.shape[-2:])))
-                  for warped in warper.warp_masks(ref.image, stack, images)]
+                  for warped in warper.warp_masks(ref.image / 255, stack, targets)]
         log['seconds'] = time.perf_counter() - start
         print_log(f'Med-PerSAM warping {"re" if pseudo is not None else ""}fit on '
                   f'{len(images)} targets: {log["seconds"]:.1f} s', logger='current')
         return priors, log
 
     def _prior(self, ctx: PromptContext) -> Tensor:
-        """The warped reference mask on the target (fitting on this target if needed)."""
+        """The warped reference mask on the target.
+
+        Transductive runs hand it in (``ctx.prior``). One target at a time (``tools/infer.py``
+        on a single image, or a target unseen by the fit), it comes from the reference's fitted
+        model if there is one, else from a model fitted on the reference and this target alone
+        (kept for the target's other classes).
+        """
         if ctx.prior is not None:
             return ctx.prior
-        warper = self.warper(ctx.reference)
-        if not bool(warper.fitted):
-            warper.fit(ctx.reference.image, self._foreground(ctx.reference), [ctx.image])
-        return warper.warp_masks(ctx.reference.image, ctx.reference.mask, [ctx.image])[0]
+        ref = ctx.reference
+        warper = self.warper(ref)
+        if warper is None:
+            slot = self._slot(ref.key, ctx.target_key or str(id(ctx.image)))
+            if slot not in self._single:
+                self._single.clear()  # one target at a time
+                self._single[slot] = self._new_warper(ctx.image.device)
+                self._single[slot].fit(ref.image / 255, self._foreground(ref),
+                                       [ctx.image / 255])
+            warper = self._single[slot]
+        return warper.warp_masks(ref.image / 255, ref.mask, [ctx.image / 255])[0]
 
     # ------------------------------------------------------------------ prediction
     def predict(self, sam: Optional[SAMBackend], ctx: PromptContext) -> HeadResult:

@@ -9,6 +9,7 @@ wrong file fails loudly here.
 from __future__ import annotations
 
 import logging
+import os.path as osp
 import re
 from typing import Dict, Mapping, Optional, Tuple
 
@@ -17,6 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmseg.registry import MODELS
+
+from ..sam.checkpoint import CheckpointError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,13 +94,28 @@ def _resize_pos_embed(pos_embed: torch.Tensor, model: nn.Module) -> torch.Tensor
         pos_embed, new_size=list(model.patch_embed.grid_size), num_prefix_tokens=num_prefix)
 
 
+class DINOv2CheckpointError(CheckpointError, ValueError):
+    """A DINOv2 weight file is missing, unreadable or of another architecture."""
+
+
+OFFICIAL_FILES = {'vit_s14': 'dinov2_vits14_pretrain.pth', 'vit_b14': 'dinov2_vitb14_pretrain.pth',
+                  'vit_l14': 'dinov2_vitl14_pretrain.pth', 'vit_g14': 'dinov2_vitg14_pretrain.pth'}
+
+
 def load_dinov2_checkpoint(model: nn.Module, path: str) -> None:
     """Load a local DINOv2 checkpoint (timm or official keys) strictly into ``model``."""
     from mmengine.runner import CheckpointLoader
 
-    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    if not osp.isfile(osp.expanduser(path)):
+        raise DINOv2CheckpointError(f'{path}: DINOv2 checkpoint file not found.')
+    try:
+        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    except Exception as e:
+        raise DINOv2CheckpointError(
+            f'{path}: cannot read as a PyTorch checkpoint ({type(e).__name__}: {e}).') from e
     if not isinstance(ckpt, Mapping):
-        raise ValueError(f'{path}: expected a state dict, got {type(ckpt).__name__}.')
+        raise DINOv2CheckpointError(
+            f'{path}: expected a state dict, got {type(ckpt).__name__}.')
     state_dict = convert_dinov2_state_dict(_unwrap_checkpoint(ckpt))
     if 'pos_embed' in state_dict and state_dict['pos_embed'].ndim == 3 \
             and state_dict['pos_embed'].shape[-1] == model.pos_embed.shape[-1]:
@@ -123,7 +141,7 @@ def load_dinov2_checkpoint(model: nn.Module, path: str) -> None:
             shapes = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}'
                       for k in mismatched]
             lines.append(f'  shape mismatches: {few(shapes)}')
-        raise ValueError('\n'.join(lines))
+        raise DINOv2CheckpointError('\n'.join(lines))
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -134,9 +152,12 @@ class DINOv2Encoder(nn.Module):
     Args:
         arch: ``'vit_s14' | 'vit_b14' | 'vit_l14' | 'vit_g14' | 'tiny'``.
         img_size: side of the square the input is resized to (aspect not kept, as Matcher).
-        checkpoint: local weight file (timm or official DINOv2 keys). ``None`` keeps the
-            random init (a warning says so, except for ``'tiny'``).
+        checkpoint: local weight file (timm or official DINOv2 keys, e.g. Meta's
+            ``dinov2_vitl14_pretrain.pth``). Required, except for ``'tiny'`` or with
+            ``allow_random``: DINOv2 weights are never downloaded.
         seed: seed of the random init, so that random encoders are reproducible.
+        allow_random: run a real-size arch with random weights (speed benchmarks only: the
+            matching, hence the masks, are meaningless).
         frozen: disable gradients and keep eval mode (Matcher never trains the encoder).
     """
 
@@ -145,7 +166,8 @@ class DINOv2Encoder(nn.Module):
                  img_size: int = 518,
                  checkpoint: Optional[str] = None,
                  seed: int = 0,
-                 frozen: bool = True) -> None:
+                 frozen: bool = True,
+                 allow_random: bool = False) -> None:
         super().__init__()
         self.arch = arch
         self.img_size = int(img_size)
@@ -164,10 +186,16 @@ class DINOv2Encoder(nn.Module):
 
         if checkpoint is not None:
             load_dinov2_checkpoint(self.vit, checkpoint)
+        elif arch != 'tiny' and not allow_random:
+            name = OFFICIAL_FILES.get(arch, 'the DINOv2 weights')
+            raise DINOv2CheckpointError(
+                f'DINOv2 {arch} needs its weights file ({name}, from the facebookresearch/dinov2 '
+                'release): pass it with --cfg-options '
+                'model.head.prompt_sampler.encoder.checkpoint=/path/to/' + name + '.')
         elif arch != 'tiny':
             print_log(
                 f'DINOv2Encoder({arch!r}) has no checkpoint: its weights are RANDOM and the '
-                'Matcher results will be meaningless. Pass checkpoint=<dinov2_*_pretrain.pth>.',
+                'Matcher results will be meaningless (allow_random=True).',
                 logger='current', level=logging.WARNING)
         self.frozen = frozen
         if frozen:

@@ -67,7 +67,7 @@ class MatcherPromptSampler(BasePromptGenerator):
         """Reference features and its foreground patches (once per reference and class)."""
         ref = ctx.reference
         if 'matcher_ref' not in ref.cache:
-            feats = self.features(ref.image)
+            feats = self.features(ref.image, 'ref:' + ref.key)  # shared by the classes
             fg = reference_patch_mask(ref.mask.cpu().numpy(), self.encoder.grid_size)
             ref.cache['matcher_ref'] = (feats, fg)
         return ref.cache['matcher_ref']
@@ -79,8 +79,9 @@ class MatcherPromptSampler(BasePromptGenerator):
                                        ref_fg, max_pairs=self.max_pairs)
         points = patch_centers_xy(match.tgt_idx, self.encoder.grid_size, ctx.original_size,
                                   self.encoder.patch_size)
-        ctx.cache[MATCH_KEY] = (match, points, ref_fg)
-        subsets = self.sampler.sample(points)
+        centres = self.sampler.prompt_points(points)  # what the subsets are drawn from
+        ctx.cache[MATCH_KEY] = (match, points, ref_fg, centres)
+        subsets = [centres[idx] for idx in self.sampler.subset_indices(len(centres))]
         coords, labels = pad_point_subsets(subsets)
         device = ctx.target.features.device
         return Prompts(point_coords=torch.from_numpy(coords).to(device),

@@ -73,5 +73,5 @@ class PerSAMLocationPrior(BasePromptGenerator):
             grid = ctx.similarity_grid(None if self.prototype == 'mean' else proto)
             prompts.attn_sim = attention_bias(grid, ctx.original_size)
         if self.target_semantic_prompt:
-            prompts.target_embedding = ctx.reference.prototype.reshape(1, 1, -1)
+            prompts.target_embedding = proto.reshape(1, 1, -1)
         return prompts

@@ -70,13 +70,14 @@ class SAMBackend(nn.Module):
         checkpoint: local path or http(s) URL of a segment_anything state dict. None takes the
             arch's official URL (downloaded once into torch hub's cache); 'tiny' stays random.
         seed: seed of the random initialisation (what 'tiny' runs with).
-        cache_size: how many image embeddings to keep, so each image is encoded once even when
-            a method decodes it many times or predicts twice (transductive retraining).
+        cache_size: how many image embeddings to keep (4 MB each), so each image is encoded
+            once even when a method decodes it many times or predicts twice (transductive
+            retraining); raise it for test sets of more images.
         encoder_dtype: 'float32', or 'bfloat16' to run the image encoder under autocast on CUDA.
     """
 
     def __init__(self, arch: str = 'vit_b', checkpoint: Optional[str] = None,
-                 seed: Optional[int] = 0, cache_size: int = 64,
+                 seed: Optional[int] = 0, cache_size: int = 128,
                  encoder_dtype: str = 'float32') -> None:
         super().__init__()
         get_arch(arch)

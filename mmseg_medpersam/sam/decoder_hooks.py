@@ -72,9 +72,9 @@ def guided_two_way_forward(transformer: nn.Module, image_embedding: Tensor, imag
             if i == 0:
                 query_pe = queries  # PerSAM's in-place add also shifts the positional encoding
         queries, keys = _block(layer, queries, keys, query_pe, key_pe, attn_sim)
-    if target_embedding is not None:
-        queries = queries + target_embedding
     q, k = queries + query_pe, keys + key_pe
+    if target_embedding is not None:  # the final attention's query only, not its residual
+        q = q + target_embedding
     queries = transformer.norm_final_attn(
         queries + transformer.final_attn_token_to_image(q=q, k=k, v=keys))
     return queries, keys

@@ -52,7 +52,8 @@ class OneShotSAMSegmentor(BaseSegmentor):
         reference: ``dict(img_path, seg_map_path[, slice_index, axis])``; None takes the
             reference the dataset attaches to each sample (``ref_img_path`` ...).
         num_classes: classes including background; None takes the dataset's (sample metainfo).
-        window: intensity window for non-8-bit reference images (as ``LoadOneShotImage``).
+        window: intensity window for a non-8-bit reference image; None takes the window
+            ``LoadOneShotImage`` used for the targets (sample metainfo), so both match.
     """
 
     def __init__(self, sam: Optional[dict], head: dict, reference: Optional[dict] = None,
@@ -68,6 +69,7 @@ class OneShotSAMSegmentor(BaseSegmentor):
         self._references: Dict[str, ReferenceSet] = {}
         self.priors: Dict[str, Dict[int, Tensor]] = {}  # per target key and class (Med-PerSAM)
         self.fit_logs: List[dict] = []  # one entry per transductive (re)fit
+        self.register_buffer('_device_anchor', torch.zeros(0), persistent=False)
 
     # ------------------------------------------------------------------ reference
     def _reference_spec(self, metainfo: dict) -> dict:
@@ -91,7 +93,8 @@ class OneShotSAMSegmentor(BaseSegmentor):
             return self._references[key]
         img_path, seg_path = spec['img_path'], spec['seg_map_path']
         index, axis = spec.get('slice_index'), spec.get('axis', 2)
-        image = load_image(img_path, index, axis, self.window)
+        window = self.window if self.window is not None else metainfo.get('window')
+        image = load_image(img_path, index, axis, window)
         labels = load_label_map(seg_path, self._num_classes(metainfo), index, axis,
                                 allow_ignore=False)
         check_same_size(image, labels, img_path, seg_path)
@@ -116,10 +119,8 @@ class OneShotSAMSegmentor(BaseSegmentor):
 
     @property
     def device(self) -> torch.device:
-        if self.sam is not None:
-            return self.sam.device
-        params = list(self.parameters())
-        return params[0].device if params else torch.device('cpu')
+        """Where the model runs (also without SAM: the anchor buffer moves with ``.to``)."""
+        return self._device_anchor.device
 
     # ------------------------------------------------------------------ transductive fit
     def fit_transductive(self, images: List[Tensor], metainfos: List[dict],

@@ -307,7 +307,8 @@ class WarpingModel(nn.Module):
         history: List[Dict[str, float]] = []
         was_training = self.training
         self.train()
-        with torch.random.fork_rng(devices=cuda):
+        # enable_grad: fits also run inside mmengine's no-grad test loop and inference tools.
+        with torch.random.fork_rng(devices=cuda), torch.enable_grad():
             torch.manual_seed(seed)
             if not retrain:
                 self._reset_flow_net()

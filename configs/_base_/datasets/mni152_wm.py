@@ -5,11 +5,7 @@ data_root = 'data/mni152_wm'
 test_pipeline = [
     dict(type='LoadOneShotImage'),
     dict(type='LoadOneShotAnnotations'),
-    dict(type='PackSegInputs',
-         meta_keys=('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
-                    'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
-                    'slice_index', 'axis', 'num_classes', 'ref_img_path',
-                    'ref_seg_map_path', 'ref_slice_index')),
+    dict(type='PackOneShotInputs'),  # PackSegInputs + reference/slice/window meta keys
 ]
 test_dataloader = dict(
     batch_size=1,
