@@ -20,4 +20,3 @@ model = dict(
         stop_iou=0.98,
         multimask_output=True,
         retrain_rounds=1))
-test_evaluator = [dict(type='PerImageDiceMetric'), dict(type='PromptQualityMetric')]

@@ -15,4 +15,4 @@ test_dataloader = dict(
     dataset=dict(type=dataset_type, data_root=data_root, reference='z090',
                  pipeline=test_pipeline),
 )
-test_evaluator = dict(type='PerImageDiceMetric')
+test_evaluator = [dict(type='PerImageDiceMetric'), dict(type='PromptQualityMetric')]
