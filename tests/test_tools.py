@@ -21,8 +21,9 @@ def test_build_config_applies_cli_options(test_tool, tmp_path):
     assert cfg.model.sam.arch == 'vit_b'
     assert cfg.model.sam.checkpoint == 'http://127.0.0.1:1/sam_vit_b_01ec64.pth'
     assert cfg.work_dir == str(tmp_path / 'wd')
-    assert cfg.test_evaluator.type == 'PerImageDiceMetric'
-    assert cfg.test_evaluator.out_file == str(tmp_path / 'm.json')
+    dice, prompt = cfg.test_evaluator
+    assert dice.type == 'PerImageDiceMetric' and dice.out_file == str(tmp_path / 'm.json')
+    assert prompt.type == 'PromptQualityMetric' and 'out_file' not in prompt
     assert cfg.model.head.num_refinements == 1
     assert cfg.test_dataloader.dataset.data_root == '/d'
     assert cfg.default_hooks.visualization.draw is True
