@@ -197,3 +197,21 @@ def test_one_pixel_reference_mask_is_usable(tiny_sam, head_cfg):
             encoder=dict(type='DINOv2Encoder', arch='tiny', img_size=112)))
     result = head.predict(tiny_sam, ctx)
     assert result.logits.shape == (64, 72) and torch.isfinite(result.logits).all()
+
+
+def test_retraining_uses_only_pseudo_labels_that_agree_with_the_warp():
+    h, w = 48, 48
+    ref_mask = ellipse(h, w, 24, 24, 10, 12)
+    image = torch.where(ref_mask, 200.0, 30.0).expand(3, h, w).clone()
+    ctx = ctx_for(ref_mask, image=image)
+    head = MedPerSAMHead(warping=dict(type='WarpingModel', iters=5, retrain_iters=3,
+                                      work_size=(48, 48)), pseudo_min_dice=0.7)
+    targets = [image.clone(), image.clone()]
+    priors, log = head.fit_transductive(None, {1: ctx.reference}, targets)
+    agreeing = (priors[0][1] > 0.5).long()
+    elsewhere = torch.zeros(h, w, dtype=torch.long)
+    elsewhere[:8, :8] = 1  # SAM latched onto something else
+    _, log = head.fit_transductive(None, {1: ctx.reference}, targets, [agreeing, elsewhere])
+    assert log['pseudo_labels_used'] == 1 and log['retrain']
+    _, log = head.fit_transductive(None, {1: ctx.reference}, targets, [elsewhere, elsewhere])
+    assert log['retrain_skipped'] and log['pseudo_labels_used'] == 0

@@ -19,4 +19,5 @@ model = dict(
         num_iters=3,
         stop_iou=0.98,
         multimask_output=True,
-        retrain_rounds=1))
+        retrain_rounds=1,
+        pseudo_min_dice=0.7))

@@ -55,6 +55,8 @@ class MedPerSAMHead(BaseOneShotHead):
         multimask_output: ask SAM for 3 masks and keep the one of highest predicted IoU.
         retrain_rounds: R rounds of retraining the warping model on refined predictions.
         prior_threshold: probability above which the warped mask is foreground.
+        pseudo_min_dice: a refined mask is a pseudo-label only if its Dice with the current
+            warped mask reaches this (0 keeps all); if none does, the round is skipped.
     """
 
     transductive = True
@@ -62,7 +64,8 @@ class MedPerSAMHead(BaseOneShotHead):
     def __init__(self, warping: Optional[dict] = None,
                  prompt_generators: Sequence[dict] = DEFAULT_PROMPTS, use_sam: bool = True,
                  num_iters: int = 3, stop_iou: float = 0.98, multimask_output: bool = True,
-                 retrain_rounds: int = 1, prior_threshold: float = 0.5) -> None:
+                 retrain_rounds: int = 1, prior_threshold: float = 0.5,
+                 pseudo_min_dice: float = 0.7) -> None:
         super().__init__()
         self.warping_cfg = dict(warping or dict(type='WarpingModel'))
         self.prompt_generators = torch.nn.ModuleList(
@@ -73,6 +76,7 @@ class MedPerSAMHead(BaseOneShotHead):
         self.multimask_output = multimask_output
         self.retrain_rounds = retrain_rounds if use_sam else 0
         self.prior_threshold = prior_threshold
+        self.pseudo_min_dice = pseudo_min_dice
         # Fitted warping models: per reference (transductive), per reference + target (one
         # target at a time). ModuleDicts, so .to(device) and state_dict() include them.
         self.warpers = torch.nn.ModuleDict()
@@ -106,11 +110,20 @@ class MedPerSAMHead(BaseOneShotHead):
             self.warpers[slot] = self._new_warper(ref.image.device)
         warper = self.warpers[slot]
         start = time.perf_counter()
-        pseudo = None if pseudo_labels is None else [p > 0 for p in pseudo_labels]
         # Images are RGB 0..255: hand the warper [0, 1] so its scaling never guesses.
         targets = [img / 255 for img in images]
-        log = dict(warper.fit(ref.image / 255, self._foreground(ref), targets,
-                              pseudo_labels=pseudo))
+        pseudo = None
+        if pseudo_labels is not None:
+            pseudo = self._trusted_pseudo_labels(warper, ref, targets, pseudo_labels)
+        if pseudo is not None and all(p is None for p in pseudo):
+            log = dict(retrain_skipped=True)
+            print_log('no refined mask agrees with its warped mask (Dice >= '
+                      f'{self.pseudo_min_dice}): retraining skipped', logger='current')
+        else:
+            log = dict(warper.fit(ref.image / 255, self._foreground(ref), targets,
+                                  pseudo_labels=pseudo))
+        if pseudo is not None:
+            log['pseudo_labels_used'] = sum(p is not None for p in pseudo)
         classes = sorted(references)
         stack = torch.stack([references[c].mask.float() for c in classes])  # one flow, C maps
         priors = [dict(zip(classes, warped.reshape(len(classes), *warped.shape[-2:])))
@@ -119,6 +132,27 @@ class MedPerSAMHead(BaseOneShotHead):
         print_log(f'Med-PerSAM warping {"re" if pseudo is not None else ""}fit on '
                   f'{len(images)} targets: {log["seconds"]:.1f} s', logger='current')
         return priors, log
+
+    def _trusted_pseudo_labels(self, warper: torch.nn.Module, ref: ReferenceContext,
+                               targets: List[Tensor], pseudo_labels: List[Tensor]
+                               ) -> List[Optional[Tensor]]:
+        """Refined masks to retrain on: those whose Dice with the current warp is high enough.
+
+        SAM's refinement corrects the warp locally; a refined mask that disagrees with the
+        warped mask wholesale (SAM latched onto another structure) would teach the warping
+        model the wrong thing, so it is left out (None) of the retraining.
+        """
+        fg = [p > 0 for p in pseudo_labels]
+        if self.pseudo_min_dice <= 0:
+            return fg
+        warped = warper.warp_masks(ref.image / 255, self._foreground(ref).float(), targets)
+        trusted = []
+        for p, w in zip(fg, warped):
+            w = w.to(p.device) > self.prior_threshold
+            total = int(p.sum()) + int(w.sum())
+            dice = 2 * int((p & w).sum()) / total if total else 1.0
+            trusted.append(p if dice >= self.pseudo_min_dice else None)
+        return trusted
 
     def _prior(self, ctx: PromptContext) -> Tensor:
         """The warped reference mask on the target.
