@@ -324,3 +324,15 @@ def test_float_with_nan_and_explicit_window():
     # An explicit window also overrides the percentiles for integer images.
     assert to_uint8_rgb(np.array([[0, 50, 100]], np.uint16),
                         window=(0, 200))[0, :, 0].tolist() == [0, 64, 128]
+
+
+def test_sdpa_encoder_attention_matches_segment_anything():
+    from mmseg_medpersam.sam import SAMBackend
+    image = torch.rand(3, 70, 90) * 255
+    eager = SAMBackend(arch='tiny', seed=3)
+    fast = SAMBackend(arch='tiny', seed=3, encoder_attention='sdpa')
+    assert fast.sam.state_dict().keys() == eager.sam.state_dict().keys()
+    a, b = eager.encode(image).features, fast.encode(image).features
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), float((a - b).abs().max())
+    with pytest.raises(ValueError, match='encoder_attention'):
+        SAMBackend(arch='tiny', encoder_attention='flash')

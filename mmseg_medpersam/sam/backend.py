@@ -16,6 +16,7 @@ from ..prompts.structures import Prompts
 from .builder import IMAGE_SIZE, build_sam_model, get_arch
 from .checkpoint import load_sam_checkpoint, read_checkpoint, resolve_checkpoint
 from .decoder_hooks import guided_decoder
+from .fast_attention import use_sdpa_attention
 from .image import boxes_to_frame, frame_to_image, points_to_frame, resize_longest_side
 
 Size = Tuple[int, int]
@@ -74,11 +75,13 @@ class SAMBackend(nn.Module):
             once even when a method decodes it many times or predicts twice (transductive
             retraining); raise it for test sets of more images.
         encoder_dtype: 'float32', or 'bfloat16' to run the image encoder under autocast on CUDA.
+        encoder_attention: 'eager' (segment_anything's own attention) or 'sdpa' (the same
+            attention through ``F.scaled_dot_product_attention``: fused kernels on GPUs).
     """
 
     def __init__(self, arch: str = 'vit_b', checkpoint: Optional[str] = None,
                  seed: Optional[int] = 0, cache_size: int = 128,
-                 encoder_dtype: str = 'float32') -> None:
+                 encoder_dtype: str = 'float32', encoder_attention: str = 'eager') -> None:
         super().__init__()
         get_arch(arch)
         self.arch = arch
@@ -93,6 +96,12 @@ class SAMBackend(nn.Module):
         if encoder_dtype not in ('float32', 'bfloat16'):
             raise ValueError(f"encoder_dtype must be 'float32' or 'bfloat16', got {encoder_dtype!r}")
         self.encoder_dtype = encoder_dtype
+        if encoder_attention not in ('eager', 'sdpa'):
+            raise ValueError(
+                f"encoder_attention must be 'eager' or 'sdpa', got {encoder_attention!r}")
+        if encoder_attention == 'sdpa':
+            use_sdpa_attention(self.sam.image_encoder)
+        self.encoder_attention = encoder_attention
         self.cache_size = cache_size
         self._cache: 'OrderedDict[str, ImageEmbedding]' = OrderedDict()
         self.num_encoded = 0
