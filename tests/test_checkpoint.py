@@ -13,7 +13,7 @@ from mmseg_medpersam.sam.checkpoint import (checkpoint_cache_dir, is_offline_err
 
 
 def _assert_weights(backend, state):
-    own = backend.sam.state_dict()
+    own = backend.model.state_dict()
     assert own.keys() == state.keys()
     assert all(torch.equal(own[k], state[k]) for k in state)
 
@@ -53,7 +53,7 @@ def test_checkpoint_of_another_arch_names_file_and_arch(tmp_path):
     msg = str(err.value)
     assert path in msg
     assert "arch 'tiny'" in msg
-    assert 'SAM vit_b checkpoint' in msg and 'use the vit_b config' in msg
+    assert 'SAM ViT-B checkpoint' in msg and 'use the vit_b config' in msg
 
 
 def test_key_and_shape_mismatches_are_listed(tmp_path, tiny_state_dict):
@@ -79,7 +79,7 @@ def test_key_and_shape_mismatches_are_listed(tmp_path, tiny_state_dict):
 def test_not_a_state_dict_of_sam_is_rejected(tmp_path):
     path = str(tmp_path / 'random_stuff.pth')
     torch.save({'conv.weight': torch.zeros(3)}, path)
-    with pytest.raises(CheckpointError, match='does not look like a segment_anything SAM'):
+    with pytest.raises(CheckpointError, match='does not look like a SAM-family checkpoint'):
         SAMBackend(arch='tiny', checkpoint=path)
 
 
@@ -98,7 +98,7 @@ def test_unreadable_or_missing_file_names_it(tmp_path, content):
 def test_non_tensor_payload_is_rejected(tmp_path):
     path = str(tmp_path / 'list.pth')
     torch.save({'epoch': 3, 'weights': [1, 2]}, path)
-    with pytest.raises(CheckpointError, match='not a state dict of tensors') as err:
+    with pytest.raises(CheckpointError, match='state dict of tensors') as err:
         read_checkpoint(path)
     assert path in str(err.value)
 
@@ -165,7 +165,7 @@ def test_vit_b_config_with_checkpoint_file_and_url(tmp_path, http_server, torch_
     cfg = test_tool.build_config(args)
     assert cfg.model.sam.checkpoint == path and cfg.model.sam.arch == 'vit_b'
     backend = SAMBackend(arch='vit_b', seed=1, checkpoint=cfg.model.sam.checkpoint)
-    assert torch.equal(backend.sam.state_dict()[probe], probe_value)
+    assert torch.equal(backend.model.state_dict()[probe], probe_value)
     del backend
 
     # URL: downloaded into the isolated hub cache, then one reference + one target segmented.

@@ -14,20 +14,35 @@ CONFIGS = sorted(p for p in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py
 
 def test_every_method_has_configs():
     names = {osp.basename(p) for p in CONFIGS}
-    for expected in ('persam_sam-vit-b_mni152-wm.py', 'persam_sam-tiny_mni152-wm.py',
-                     'persam-f_sam-vit-b_mni152-wm.py', 'persam-f_sam-tiny_mni152-wm.py',
-                     'matcher_sam-vit-b_dinov2-l_mni152-wm.py',
-                     'matcher_sam-tiny_dinov2-tiny_mni152-wm.py',
-                     'medpersam_sam-vit-b_mni152-wm.py', 'medpersam_sam-tiny_mni152-wm.py',
-                     'warp-only_mni152-wm.py'):
-        assert expected in names
+    for method in ('medpersam', 'persam', 'persam-f'):
+        for task in ('wm', 'ventricles', 'brain'):
+            assert f'{method}_litemedsam_mni152-{task}.py' in names
+        for sam in ('sam-vit-b', 'sam-tiny'):
+            assert f'{method}_{sam}_mni152-wm.py' in names
+    for task in ('wm', 'ventricles', 'brain'):
+        assert f'warp-only_mni152-{task}.py' in names
+        assert f'oracle-box_litemedsam_mni152-{task}.py' in names
+    for sam in ('litemedsam', 'sam-vit-b'):
+        assert f'matcher_{sam}_dinov2-l_mni152-wm.py' in names
+    assert 'matcher_sam-tiny_dinov2-tiny_mni152-wm.py' in names
+    for ablation in ('no-aug', 'no-refine', 'no-retrain', 'mask-only', 'box-only',
+                     'points-only'):
+        assert f'medpersam-{ablation}_litemedsam_mni152-wm.py' in names
+    for path in CONFIGS:  # the folder tells the method
+        folder = osp.basename(osp.dirname(path))
+        assert osp.basename(path).startswith(
+            {'persam_f': 'persam-f_', 'medpersam': ('medpersam', 'warp-only')}.get(
+                folder, folder))
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.basename(p))
 def test_config_parses_and_names_registered_modules(path):
     cfg = Config.fromfile(path)
     assert cfg.model.type in MODELS.module_dict
-    assert cfg.model.head.type in MODELS.module_dict
+    if cfg.model.type == 'OracleBoxSegmentor':
+        assert cfg.model.get('head') is None and 'oracle' in osp.basename(path)
+    else:
+        assert cfg.model.head.type in MODELS.module_dict
     assert cfg.test_dataloader.dataset.type in DATASETS.module_dict
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     assert all(e['type'] in METRICS.module_dict for e in evaluators)

@@ -1,4 +1,4 @@
-"""One-shot datasets: folders, the embedded MNI152 task, NIfTI slices; the one label rule."""
+"""One-shot datasets: folders, the embedded MNI152 tasks, NIfTI slices; the one label rule."""
 import os
 import os.path as osp
 
@@ -9,9 +9,10 @@ import pytest
 
 from conftest import make_folder_task, write_png
 from mmseg_medpersam.datasets import (LoadOneShotAnnotations, LoadOneShotImage,
+                                      MNI152BrainDataset, MNI152VentriclesDataset,
                                       MNI152WhiteMatterDataset, NiftiSliceDataset,
                                       OneShotDataError, OneShotFolderDataset, load_label_map)
-from mmseg_medpersam.datasets.mni152 import DEFAULT_SLICES, REFERENCE_SLICE, slice_name
+from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, prepare_mni152, slice_name
 
 LOAD = [dict(type='LoadOneShotImage'), dict(type='LoadOneShotAnnotations')]
 
@@ -145,9 +146,10 @@ def test_folder_dataset_errors(tmp_path, folder_task):
 def test_mni152_dataset_prepares_itself(tmp_path):
     root = str(tmp_path / 'mni152_wm')
     ds = MNI152WhiteMatterDataset(data_root=root, pipeline=LOAD)
-    assert len(ds) == 30 == len(DEFAULT_SLICES) - 1
+    wm = MNI152_TASKS['wm']
+    assert len(ds) == 30 == len(wm.slices) - 1
     names = [osp.basename(ds.get_data_info(i)['img_path']) for i in range(len(ds))]
-    assert slice_name(REFERENCE_SLICE) + '.png' not in names
+    assert slice_name(wm.reference) + '.png' not in names
     assert names[0] == 'z060.png' and names[-1] == 'z120.png'
     assert osp.isfile(osp.join(root, 'COPYRIGHT.txt'))
     assert 'MNI152' in open(osp.join(root, 'COPYRIGHT.txt')).read()
@@ -158,6 +160,66 @@ def test_mni152_dataset_prepares_itself(tmp_path):
     assert np.unique(sample['gt_seg_map']).tolist() == [0, 1]
     assert 0.05 < sample['gt_seg_map'].mean() < 0.6
     assert ds.metainfo['classes'] == ('background', 'white matter')
+
+
+@pytest.fixture(scope='module')
+def template():
+    from mmseg_medpersam.datasets.mni152 import load_template
+    return load_template()
+
+
+def test_mni152_masks_are_derived_as_documented(template):
+    """White matter > 0.5; the brain is filled tissue; the ventricles are enclosed CSF."""
+    from scipy import ndimage as ndi
+
+    from mmseg_medpersam.datasets.mni152 import brain, ventricles, white_matter
+    tissue = template['gm'] + template['wm'] > 0.5
+    assert np.array_equal(white_matter(template), template['wm'] > 0.5)
+    whole = brain(template)
+    assert (whole >= tissue).mean() > 0.999  # tissue lies in the brain (but stray specks)
+    assert ndi.label(whole, structure=np.ones((3, 3, 3)))[1] == 1  # one 26-connected piece
+    assert not ndi.binary_fill_holes(whole)[~whole].any()
+    vent = ventricles(template)
+    assert not (vent & tissue).any() and not (vent & ~whole).any()  # CSF inside the brain
+    assert ndi.label(vent)[1] == 1  # one connected system, nothing touching the outside
+    # The ventricular system, not a sulcus: 10..40 ml, centred on the midline (x = 98).
+    assert 10_000 < vent.sum() < 40_000
+    xs = np.nonzero(vent)[0]
+    assert abs(xs.mean() - 98) < 6 and xs.min() > 50 and xs.max() < 150
+    # Every ventricle slice has foreground; the two lateral ventricles appear as >= 2 blobs.
+    spec = MNI152_TASKS['ventricles']
+    for z in spec.slices:
+        assert vent[:, :, z].sum() > 50
+    assert ndi.label(vent[:, :, spec.reference])[1] >= 2
+
+
+@pytest.mark.parametrize('task', ['ventricles', 'brain'])
+def test_every_mni152_task_writes_its_slices(tmp_path, task):
+    root = str(tmp_path / task)
+    cls = {'ventricles': MNI152VentriclesDataset, 'brain': MNI152BrainDataset}[task]
+    ds = cls(data_root=root, pipeline=LOAD)
+    spec = MNI152_TASKS[task]
+    assert len(ds) == len(spec.slices) - 1
+    assert ds.get_data_info(0)['ref_img_path'].endswith(slice_name(spec.reference) + '.png')
+    assert ds.metainfo['classes'] == ('background', spec.structure)
+    fractions = [ds[i]['gt_seg_map'].mean() for i in range(len(ds))]
+    low, high = {'ventricles': (0.001, 0.05), 'brain': (0.2, 0.7)}[task]
+    assert all(low < f < high for f in fractions), fractions
+
+
+def test_mni152_never_writes_among_other_data(tmp_path, folder_task):
+    before = sorted(os.listdir(osp.join(folder_task, 'images')))
+    with pytest.raises(OneShotDataError, match='holds other data.*OneShotFolderDataset'):
+        MNI152WhiteMatterDataset(data_root=folder_task, pipeline=LOAD)
+    assert sorted(os.listdir(osp.join(folder_task, 'images'))) == before
+    assert not osp.exists(osp.join(folder_task, 'COPYRIGHT.txt'))
+    # A folder written for one task is not taken (nor overwritten) for another.
+    wm_root = str(tmp_path / 'wm')
+    MNI152WhiteMatterDataset(data_root=wm_root, pipeline=LOAD)
+    with pytest.raises(OneShotDataError, match='holds other data'):
+        MNI152VentriclesDataset(data_root=wm_root, pipeline=LOAD)
+    with pytest.raises(OneShotDataError, match="unknown MNI152 task 'liver'"):
+        prepare_mni152(str(tmp_path / 'x'), 'liver')
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import torch
 from mmseg_medpersam.heads import (MatcherHead, MedPerSAMHead, PerSAMFHead, PerSAMHead,
                                    fit_multimask_fusion)
 from mmseg_medpersam.prompts import PromptContext, ReferenceContext
-from mmseg_medpersam.sam.backend import DecoderOutput, ImageEmbedding
-from mmseg_medpersam.sam.image import image_to_frame, input_size
+from mmseg_medpersam.prompts import Prompts
+from mmseg_medpersam.sam import DecoderOutput, FrameGeometry, ImageEmbedding
 
 
 def ellipse(h, w, cy, cx, ry, rx):
@@ -22,14 +22,16 @@ class ScriptedSAM:
         self.masks = list(masks)
         self.calls = []
 
-    def decode(self, emb, prompts, multimask=True):
+    def decode(self, emb, point_coords=None, point_labels=None, boxes=None, mask_logits=None,
+               multimask=True, decoder_hook=None):
+        prompts = Prompts(point_coords, point_labels, boxes, mask_logits, decoder_hook)
         self.calls.append(prompts)
         mask = self.masks[min(len(self.calls) - 1, len(self.masks) - 1)]
-        low = 20 * image_to_frame(mask.float(), emb.original_size, 256) - 10
+        low = 20 * emb.geometry.image_to_frame(mask.float(), 256) - 10
         c = 3 if multimask else 1
         b = prompts.num_sets
         return DecoderOutput(low.expand(b, c, 256, 256).clone(), torch.ones(b, c),
-                             emb.original_size)
+                             emb.geometry)
 
 
 def ctx_for(mask, image=None, prior=None, sam=None):
@@ -38,7 +40,7 @@ def ctx_for(mask, image=None, prior=None, sam=None):
     if sam is not None:
         emb = sam.encode(image)
     else:
-        emb = ImageEmbedding(torch.randn(1, 256, 64, 64), (h, w), input_size((h, w)))
+        emb = ImageEmbedding(torch.randn(1, 256, 64, 64), FrameGeometry((h, w), 1024))
     ref = ReferenceContext(image=image, mask=mask, embedding=emb, key='ref',
                            label_map=mask.long())
     return PromptContext(reference=ref, target=emb, image=image, prior=prior)
@@ -50,8 +52,9 @@ def test_persam_survives_an_empty_intermediate_mask():
     sam = ScriptedSAM([empty, empty, empty])
     result = PerSAMHead().predict(sam, ctx_for(mask))
     assert len(sam.calls) == 3
-    assert sam.calls[0].attn_sim is not None and sam.calls[0].target_embedding is not None
-    assert sam.calls[1].attn_sim is None and sam.calls[1].mask_logits is not None
+    hook = sam.calls[0].decoder_hook
+    assert hook.attn_sim is not None and hook.target_embedding is not None
+    assert sam.calls[1].decoder_hook is None and sam.calls[1].mask_logits is not None
     assert sam.calls[2].boxes is None  # no box from an empty mask
     assert result.logits.shape == mask.shape and not result.mask.any()
 
@@ -71,7 +74,7 @@ def test_persam_cascade_uses_box_of_best_mask(tiny_sam):
 def test_persam_f_fit_lowers_loss_and_leaves_sam_untouched(tiny_sam):
     mask = ellipse(64, 64, 30, 32, 14, 18)
     image = torch.rand(3, 64, 64) * 255
-    before = {k: v.clone() for k, v in tiny_sam.sam.state_dict().items()}
+    before = {k: v.clone() for k, v in tiny_sam.model.state_dict().items()}
     ctx = ctx_for(mask, image=image, sam=tiny_sam)
     head = PerSAMFHead(iters=200)
     with torch.no_grad():  # as inside mmengine's TestLoop
@@ -80,9 +83,9 @@ def test_persam_f_fit_lowers_loss_and_leaves_sam_untouched(tiny_sam):
     assert last < first
     weights = ctx.reference.cache['persam_f_weights']
     assert weights.shape == (3, ) and abs(float(weights.sum()) - 1) < 1e-5
-    for k, v in tiny_sam.sam.state_dict().items():
+    for k, v in tiny_sam.model.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert all(not p.requires_grad for p in tiny_sam.sam.parameters())
+    assert all(not p.requires_grad for p in tiny_sam.model.parameters())
     result = head.predict(tiny_sam, ctx)
     assert result.logits.shape == (64, 64)
 
@@ -100,7 +103,8 @@ def test_medpersam_stops_on_convergence():
     prior = mask.float()
     sam = ScriptedSAM([mask])  # SAM agrees with the warped mask at once
     head = MedPerSAMHead(num_iters=5, prompt_generators=[dict(type='MaskPrompt'),
-                                                         dict(type='BoxPrompt')])
+                                                         dict(type='BoxPrompt')],
+                         min_sam_agreement=0.0)
     result = head.predict(sam, ctx_for(mask, prior=prior))
     assert result.info['iterations'] == 1 and len(sam.calls) == 1
     # a mask that keeps moving uses every iteration
@@ -110,6 +114,46 @@ def test_medpersam_stops_on_convergence():
     assert result.info['iterations'] == 5 and len(sam.calls) == 5
     assert torch.equal(result.mask, moving[4])
     assert torch.equal(result.prompt_mask, mask)
+
+
+def test_medpersam_guard_keeps_the_warp_when_sam_leaves_the_structure():
+    mask = ellipse(60, 70, 30, 35, 15, 20)
+    elsewhere = ellipse(60, 70, 10, 10, 6, 6)
+    refined = ellipse(60, 70, 31, 35, 15, 19)  # a local correction of the warp
+    head = MedPerSAMHead(num_iters=3, min_sam_agreement=0.8)
+    sam = ScriptedSAM([elsewhere])
+    result = head.predict(sam, ctx_for(mask, prior=mask.float()))
+    assert torch.equal(result.mask, mask) and len(sam.calls) == 1
+    assert result.info['stop'] == 'disagrees with warp' and not result.info['sam_used']
+    assert torch.equal(result.info['step_masks'][0], elsewhere)  # what SAM said is recorded
+    sam = ScriptedSAM([refined])
+    result = head.predict(sam, ctx_for(mask, prior=mask.float()))
+    assert torch.equal(result.mask, refined) and result.info['sam_used']
+    # Without the guard, SAM's mask is taken whatever it is.
+    result = MedPerSAMHead(num_iters=1, min_sam_agreement=0.0).predict(
+        ScriptedSAM([elsewhere]), ctx_for(mask, prior=mask.float()))
+    assert torch.equal(result.mask, elsewhere)
+
+
+def test_medpersam_does_not_mutate_the_context():
+    mask = ellipse(60, 70, 30, 35, 15, 20)
+    ctx = ctx_for(mask, prior=mask.float())
+    before = (ctx.mask, ctx.logits)
+    MedPerSAMHead(num_iters=2, min_sam_agreement=0.0).predict(
+        ScriptedSAM([ellipse(60, 70, 31, 36, 15, 20)]), ctx)
+    assert (ctx.mask, ctx.logits) == before
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(num_iters=-1), 'num_iters must be an integer >= 1, got -1'),
+    (dict(num_iters=1.5), 'num_iters must be an integer'),
+    (dict(retrain_rounds='abc'), "retrain_rounds must be an integer >= 0, got 'abc'"),
+    (dict(min_sam_agreement=2), 'min_sam_agreement must be a number >= 0 and <= 1'),
+    (dict(prior_threshold=1.0), 'prior_threshold must be a number > 0 and < 1'),
+])
+def test_medpersam_rejects_invalid_settings_when_built(kwargs, message):
+    with pytest.raises(ValueError, match='MedPerSAMHead: ' + message):
+        MedPerSAMHead(**kwargs)
 
 
 def test_medpersam_keeps_last_mask_when_sam_returns_nothing():

@@ -264,10 +264,11 @@ def test_dinov2_wrong_arch_raises_naming_file(tmp_path):
                               init_values=1e-5, num_classes=0)
     path = tmp_path / 'dinov2_other_arch.pth'
     torch.save(other.state_dict(), path)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(CheckpointError) as err:
         DINOv2Encoder('tiny', img_size=56, checkpoint=str(path))
     msg = str(err.value)
-    assert str(path) in msg and 'blocks.2.' in msg and 'shape mismatches' in msg
+    assert msg.startswith(str(path)) and 'blocks.2.' in msg and 'shape mismatch' in msg
+    assert 'DINOv2' in msg
 
 
 def test_dinov2_real_arch_needs_a_weights_file(monkeypatch, tmp_path):

@@ -6,9 +6,7 @@ import torch
 from mmseg_medpersam.prompts import (BandPointPrompt, BoxPrompt, MaskPrompt, PerSAMLocationPrior,
                                      PromptContext, Prompts, ReferenceContext)
 from mmseg_medpersam.prompts.band_points import inner_and_band, sub_regions
-from mmseg_medpersam.sam.backend import ImageEmbedding
-from mmseg_medpersam.sam.image import (boxes_to_frame, frame_to_image, input_size,
-                                       mask_to_sam_frame, points_to_frame)
+from mmseg_medpersam.sam import FrameGeometry, ImageEmbedding
 
 
 def make_ctx(mask: torch.Tensor, features: torch.Tensor = None, seed: int = 0) -> PromptContext:
@@ -16,7 +14,7 @@ def make_ctx(mask: torch.Tensor, features: torch.Tensor = None, seed: int = 0) -
     h, w = mask.shape
     g = torch.Generator().manual_seed(seed)
     feats = features if features is not None else torch.randn(1, 256, 64, 64, generator=g)
-    emb = ImageEmbedding(feats, (h, w), input_size((h, w)))
+    emb = ImageEmbedding(feats, FrameGeometry((h, w), 1024))
     image = torch.zeros(3, h, w)
     ref = ReferenceContext(image=image, mask=mask, embedding=emb, key='ref')
     return PromptContext(reference=ref, target=emb, image=image, mask=mask)
@@ -35,13 +33,14 @@ def test_location_prior_points_are_similarity_extrema():
     (px, py), (nx, ny) = prompts.point_coords[0].long().tolist()
     assert sim[py, px] == sim.max() and sim[ny, nx] == sim.min()
     assert prompts.point_labels.tolist() == [[1, 0]]
-    assert prompts.attn_sim.shape == (1, 1, 1, 4096)
-    assert torch.all((prompts.attn_sim > 0) & (prompts.attn_sim < 1))
-    assert torch.allclose(prompts.target_embedding.flatten(), ctx.reference.prototype)
+    hook = prompts.decoder_hook
+    assert hook.attn_sim.shape == (1, 1, 1, 4096)
+    assert torch.all((hook.attn_sim > 0) & (hook.attn_sim < 1))
+    assert torch.allclose(hook.target_embedding.flatten(), ctx.reference.prototype)
     # PerSAM-F: positive point only, no hooks.
     f = PerSAMLocationPrior(negative=False, target_guided_attention=False,
                             target_semantic_prompt=False, prototype='mean_max')(ctx)
-    assert f.point_labels.tolist() == [[1]] and f.attn_sim is None and f.target_embedding is None
+    assert f.point_labels.tolist() == [[1]] and f.decoder_hook is None
 
 
 def test_location_prior_finds_the_planted_feature():
@@ -51,7 +50,7 @@ def test_location_prior_finds_the_planted_feature():
     ctx = make_ctx(mask, feats)
     target = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(2))
     target[0, :, 10, 50] = ctx.reference.prototype * 5
-    ctx.target = ImageEmbedding(target, (64, 64), (1024, 1024))
+    ctx.target = ImageEmbedding(target, FrameGeometry((64, 64), 1024))
     x, y = PerSAMLocationPrior()(ctx).point_coords[0, 0].tolist()
     assert abs(x - 50.5) <= 1.5 and abs(y - 10.5) <= 1.5
 
@@ -62,9 +61,10 @@ def test_mask_prompt_round_trips_in_sam_frame_for_non_square_images():
     prompts = MaskPrompt(logit_scale=8.0)(make_ctx(mask))
     assert prompts.mask_logits.shape == (1, 1, 256, 256)
     # the padding (right of the image in SAM's frame) is background
-    _, in_w = input_size((h, w))
+    geo = FrameGeometry((h, w), 1024)
+    _, in_w = geo.input_size
     assert torch.all(prompts.mask_logits[..., in_w // 4 + 1:] < 0)
-    back = frame_to_image(prompts.mask_logits[0, 0], (h, w)) > 0
+    back = geo.frame_to_image(prompts.mask_logits[0, 0]) > 0
     dice = 2 * (back & mask).sum() / (back.sum() + mask.sum())
     assert dice > 0.95
 
@@ -76,15 +76,16 @@ def test_box_and_points_land_on_the_mask_in_sam_frame():
     box = BoxPrompt()(ctx).boxes[0]
     ys, xs = torch.nonzero(mask, as_tuple=True)
     assert box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
-    framed = mask_to_sam_frame(mask.float(), (h, w)) > 0.5
+    geo = FrameGeometry((h, w), 1024)
+    framed = geo.image_to_frame(mask.float(), 1024) > 0.5
     fy, fx = torch.nonzero(framed, as_tuple=True)
-    fbox = boxes_to_frame(box[None], (h, w))[0]
+    fbox = geo.boxes_to_frame(box[None])[0]
     scale = 1024 / h
     assert abs(fbox[0] - fx.min()) <= 2 * scale and abs(fbox[2] - fx.max()) <= 2 * scale
     assert abs(fbox[1] - fy.min()) <= 2 * scale and abs(fbox[3] - fy.max()) <= 2 * scale
     pts = BandPointPrompt(num_regions=6)(ctx)
     pos = pts.point_coords[0][pts.point_labels[0] == 1]
-    fp = points_to_frame(pos + 0.5, (h, w)).long()
+    fp = geo.points_to_frame(pos + 0.5).long()
     assert torch.all(framed[fp[:, 1].clamp(max=1023), fp[:, 0].clamp(max=1023)])
 
 

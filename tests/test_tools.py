@@ -8,7 +8,9 @@ import sys
 import torch
 
 from conftest import REPO_ROOT, TINY_CONFIG, VIT_B_CONFIG, fake_vit_b_state_dict
-from mmseg_medpersam.datasets.mni152 import DEFAULT_SLICES, REFERENCE_SLICE, slice_name
+from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, slice_name
+
+WM = MNI152_TASKS['wm']
 
 
 def test_build_config_applies_cli_options(test_tool, tmp_path):
@@ -36,7 +38,7 @@ def test_build_config_defaults(test_tool):
     cfg = test_tool.build_config(test_tool.parse_args([TINY_CONFIG]))
     assert cfg.model.sam.arch == 'tiny' and cfg.model.sam.checkpoint is None
     assert cfg.work_dir == osp.join('./work_dirs', 'persam_sam-tiny_mni152-wm')
-    assert 'out_file' not in cfg.test_evaluator or cfg.test_evaluator.out_file is None
+    assert [e.get('out_file') for e in cfg.test_evaluator] == [None, None]
 
 
 def test_tiny_config_on_embedded_mni152(mni152_root, run_tool, capsys):
@@ -49,7 +51,7 @@ def test_tiny_config_on_embedded_mni152(mni152_root, run_tool, capsys):
         metrics = json.load(f)
     assert 0 <= metrics['mDice'] <= 100 and 0 <= metrics['mIoU'] <= 100
     assert printed['mDice'] == round(metrics['mDice'], 2)
-    expected = [slice_name(z) + '.png' for z in DEFAULT_SLICES if z != REFERENCE_SLICE]
+    expected = [slice_name(z) + '.png' for z in WM.slices if z != WM.reference]
     assert [e['img'] for e in metrics['per_image']] == expected
     assert len(metrics['per_image']) == 30
     for entry in metrics['per_image']:

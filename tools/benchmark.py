@@ -74,7 +74,7 @@ def bench(config: str, args, tool, tmp: str) -> dict:
     fit_seconds = sum(log.get('seconds', 0.0) for entry in getattr(model, 'fit_logs', [])
                       for log in entry.values())
     return dict(
-        config=config, device=tool.device_name(runner), method=tool.method_name(cfg),
+        config=config, device=tool.device_name(runner), method=tool.method_name(runner),
         images=len(per_image), mDice=metrics.get('mDice'),
         ms_per_image_median=1000 * float(np.median(per_image)) if per_image else None,
         ms_per_image_mean=1000 * float(np.mean(per_image)) if per_image else None,

@@ -1,6 +1,6 @@
 """Benchmark the warping model against the unwarped mask and TV-L1 optical flow.
 
-On the embedded MNI152 white-matter task (reference z090, 30 target slices) it prints, per
+On an embedded MNI152 task (``--task``; default white matter: reference z090, 30 targets) it prints, per
 target, the foreground Dice of (a) the unwarped reference mask, (b) the reference mask warped
 by scikit-image's TV-L1 optical flow, (c) the reference mask warped by the learned
 :class:`WarpingModel` (fitted transductively on the unlabeled targets; the target masks are
@@ -30,16 +30,18 @@ from mmseg_medpersam.compat import ensure_mmcv_ops  # noqa: E402
 
 ensure_mmcv_ops()  # mmseg_medpersam.datasets imports mmseg.datasets (mmcv-lite)
 
-from mmseg_medpersam.datasets.mni152 import (DEFAULT_SLICES,  # noqa: E402
-                                             REFERENCE_SLICE, is_prepared,
+from mmseg_medpersam.datasets.mni152 import (MNI152_TASKS, is_prepared,  # noqa: E402
                                              prepare_mni152, slice_name)
 from mmseg_medpersam.warping import WarpingModel  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--data-root', default='data/mni152_wm',
-                   help='task folder (images/, masks/); generated from nilearn if missing')
+    p.add_argument('--task', default='wm', choices=sorted(MNI152_TASKS),
+                   help='embedded MNI152 task')
+    p.add_argument('--data-root', default=None,
+                   help='task folder (images/, masks/), default data/mni152_<task>; generated '
+                   'from nilearn if missing')
     p.add_argument('--iters', type=int, default=None, help='fit iterations (model default)')
     p.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument('--json', default=None, help='also write the results to this file')
@@ -59,12 +61,12 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if denom == 0 else float(2 * (pred & gt).sum() / denom)
 
 
-def load_task(root: str) -> Dict[int, tuple]:
-    if not is_prepared(root):
-        print(f'{root}: generating the MNI152 task from nilearn')
-        prepare_mni152(root)
+def load_task(root: str, task: str) -> Dict[int, tuple]:
+    if not is_prepared(root, task):
+        print(f'{root}: generating the MNI152 {task} task from nilearn')
+        prepare_mni152(root, task)
     data = {}
-    for z in DEFAULT_SLICES:
+    for z in MNI152_TASKS[task].slices:
         img = cv2.imread(osp.join(root, 'images', slice_name(z) + '.png'), cv2.IMREAD_GRAYSCALE)
         mask = cv2.imread(osp.join(root, 'masks', slice_name(z) + '.png'), cv2.IMREAD_GRAYSCALE)
         data[z] = (img, mask > 0)
@@ -90,9 +92,10 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_task(args.data_root)
-    ref_img, ref_mask = data[REFERENCE_SLICE]
-    zs = [z for z in DEFAULT_SLICES if z != REFERENCE_SLICE]
+    spec = MNI152_TASKS[args.task]
+    data = load_task(args.data_root or f'data/mni152_{args.task}', args.task)
+    ref_img, ref_mask = data[spec.reference]
+    zs = [z for z in spec.slices if z != spec.reference]
     targets = [data[z][0] for z in zs]
     device = torch.device(args.device)
 

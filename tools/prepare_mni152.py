@@ -1,24 +1,41 @@
-"""Write the embedded MNI152 white-matter task (from nilearn's wheel) as PNG slices."""
+"""Write an embedded MNI152 task (from nilearn's wheel) as PNG slices and 0/1 masks.
+
+    python tools/prepare_mni152.py [--task wm|ventricles|brain|all] [--out-dir D]
+"""
 import argparse
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmseg_medpersam.datasets.mni152 import (DEFAULT_SLICES,  # noqa: E402
-                                             REFERENCE_SLICE, prepare_mni152,
+from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
+from mmseg_medpersam.datasets.mni152 import (MNI152_TASKS, prepare_mni152,  # noqa: E402
                                              slice_name)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--out-dir', default='data/mni152_wm')
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--task', default='wm', choices=sorted(MNI152_TASKS) + ['all'])
+    parser.add_argument('--out-dir', help='default: data/mni152_<task>')
     parser.add_argument('--overwrite', action='store_true')
-    args = parser.parse_args()
-    out = prepare_mni152(args.out_dir, overwrite=args.overwrite)
-    print(f'wrote {len(DEFAULT_SLICES)} axial slices to {out}/images and {out}/masks '
-          f'(reference: {slice_name(REFERENCE_SLICE)}; copyright: {out}/COPYRIGHT.txt)')
+    args = parser.parse_args(argv)
+    tasks = sorted(MNI152_TASKS) if args.task == 'all' else [args.task]
+    if args.out_dir and len(tasks) > 1:
+        parser.error('--out-dir names one folder: give one --task with it')
+    for name in tasks:
+        spec = MNI152_TASKS[name]
+        out = args.out_dir or f'data/mni152_{name}'
+        try:
+            prepare_mni152(out, name, overwrite=args.overwrite)
+        except OneShotDataError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 3
+        print(f'{spec.structure}: {len(spec.slices)} axial slices in {out}/images and '
+              f'{out}/masks (reference: {slice_name(spec.reference)}; copyright: '
+              f'{out}/COPYRIGHT.txt)')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: .venv with the pinned stack, the plugin (editable), the MNI152 data.
+# Set up a fresh machine: .venv with the pinned stack, the plugin (editable), the MNI152 tasks.
 # Idempotent: a second run only checks. Usage: bash tools/setup.sh [VENV_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +16,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --no-build-isolation -e '.[data,tests]'
   echo "$want" > "$stamp"
 fi
-"$VENV/bin/python" tools/prepare_mni152.py --out-dir data/mni152_wm
+"$VENV/bin/python" tools/prepare_mni152.py --task all

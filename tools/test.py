@@ -22,10 +22,6 @@ from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
 from mmseg_medpersam.engine import OneShotTargetsFailed  # noqa: E402
 from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
 
-METHOD_NAMES = {'PerSAMHead': 'PerSAM', 'PerSAMFHead': 'PerSAM-F', 'MatcherHead': 'Matcher',
-                'MedPerSAMHead': 'Med-PerSAM'}
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and score) a one-shot SAM segmentor')
     parser.add_argument('config', help='config file')
@@ -96,13 +92,10 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def method_name(cfg: Config) -> str:
-    """A readable method name from the config's head (for tables)."""
-    head = cfg.model.get('head', {})
-    kind = head.get('type', '?')
-    if kind == 'MedPerSAMHead' and not head.get('use_sam', True):
-        return 'Warp only'
-    return METHOD_NAMES.get(kind, kind)
+def method_name(runner: Runner) -> str:
+    """The method the model runs, as tables name it (``model.method_name``)."""
+    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    return getattr(model, 'method_name', type(model).__name__)
 
 
 def device_name(runner: Runner) -> str:
@@ -135,7 +128,7 @@ def main(argv=None) -> int:
         return 3
     print(json.dumps(metrics, indent=2))
     if args.out_metrics:
-        run = dict(config=args.config, method=method_name(cfg), device=device_name(runner),
+        run = dict(config=args.config, method=method_name(runner), device=device_name(runner),
                    wall_seconds=round(time.perf_counter() - start, 2))
         add_other_metrics(args.out_metrics, metrics, run)
         print(f'per-image metrics written to {args.out_metrics}')

@@ -1,17 +1,3 @@
-_base_ = [
-    '../_base_/sam/sam_vit-b.py', '../_base_/datasets/mni152_wm.py',
-    '../_base_/default_runtime.py'
-]
-# Matcher with DINOv2 ViT-L/14 at 518 px (one-object FSS-1000 preset). DINOv2 weights must be
-# given as a file (no download): e.g.
-#   --cfg-options model.head.prompt_sampler.encoder.checkpoint=/path/to/dinov2_vitl14_pretrain.pth
-model = dict(
-    head=dict(
-        type='MatcherHead',
-        prompt_sampler=dict(
-            type='MatcherPromptSampler',
-            encoder=dict(type='DINOv2Encoder', arch='vit_l14', img_size=518, checkpoint=None),
-            num_centers=8, sample_range=(4, 6), max_sample_iterations=30),
-        multimask_output=False,
-        score=dict(alpha=0.8, beta=0.2, exp=1.0, num_merging_mask=10,
-                   topk_scores_threshold=0.7)))
+_base_ = ['./matcher_litemedsam_dinov2-l_mni152-wm.py']
+# SAM ViT-B (segment_anything weights: Meta's URL on first use, or --checkpoint PATH_OR_URL).
+model = dict(sam=dict(arch='vit_b'))

@@ -1,5 +1,3 @@
-_base_ = [
-    '../_base_/sam/sam_vit-b.py', '../_base_/datasets/mni152_wm.py',
-    '../_base_/default_runtime.py'
-]
-model = dict(head=dict(type='PerSAMHead', num_refinements=2))
+_base_ = ['./persam_litemedsam_mni152-wm.py']
+# SAM ViT-B (segment_anything weights: Meta's URL on first use, or --checkpoint PATH_OR_URL).
+model = dict(sam=dict(arch='vit_b'))

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..sam.image import to_uint8_rgb
+from .windowing import to_uint8_rgb
 
 IGNORE_INDEX = 255
 NIFTI_SUFFIXES = ('.nii', '.nii.gz')
@@ -80,7 +80,7 @@ def read_array(path: str, slice_index: Optional[int] = None, axis: int = 2) -> n
 
 def load_image(path: str, slice_index: Optional[int] = None, axis: int = 2,
                window: Optional[Sequence[float]] = None) -> np.ndarray:
-    """An HxWx3 uint8 RGB image, windowed by ``sam.image.to_uint8_rgb``'s documented rule."""
+    """An HxWx3 uint8 RGB image, windowed by ``windowing.to_uint8_rgb``'s documented rule."""
     data = read_array(path, slice_index, axis)
     if data.size == 0:
         raise OneShotDataError(f'{path}: empty image.')

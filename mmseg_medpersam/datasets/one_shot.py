@@ -10,7 +10,7 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from .io import OneShotDataError
-from .mni152 import REFERENCE_SLICE, is_prepared, prepare_mni152, slice_name
+from .mni152 import get_task, is_prepared, prepare_mni152, slice_name
 
 Reference = Union[str, Dict[str, object]]
 
@@ -100,23 +100,56 @@ class OneShotFolderDataset(_OneShotClasses, BaseSegDataset):
         return _attach_reference(data_list, ref, len(self.metainfo['classes']))
 
 
-@DATASETS.register_module()
-class MNI152WhiteMatterDataset(OneShotFolderDataset):
-    """The embedded default: white matter on 31 axial MNI152 slices, reference z = 90.
+class MNI152Dataset(OneShotFolderDataset):
+    """An embedded MNI152 task (``datasets.mni152``); subclasses name the task.
 
     The slices are written from the template inside nilearn's wheel on first use
-    (``tools/prepare_mni152.py`` does the same explicitly).
+    (``tools/prepare_mni152.py --task T`` does the same explicitly), only into an empty folder
+    or one written before for the same task.
+
+    Args:
+        data_root: where the task's ``images/`` and ``masks/`` are (or are written); None
+            takes ``data/mni152_<task>``.
+        reference: the reference slice's stem; None takes the task's.
     """
 
+    TASK = 'wm'
+
+    def __init__(self, data_root: Optional[str] = None, reference: Optional[Reference] = None,
+                 **kwargs) -> None:
+        spec = get_task(self.TASK)
+        data_root = data_root or f'data/mni152_{spec.name}'
+        if not is_prepared(data_root, spec.name):
+            print_log(f'Writing the MNI152 {spec.structure} slices to {data_root} '
+                      '(from nilearn)', logger='current')
+            prepare_mni152(data_root, spec.name)
+        super().__init__(data_root=data_root,
+                         reference=reference or slice_name(spec.reference), **kwargs)
+
+
+@DATASETS.register_module()
+class MNI152WhiteMatterDataset(MNI152Dataset):
+    """White matter on 31 axial MNI152 slices, reference z090 (the default task)."""
+
+    TASK = 'wm'
     METAINFO = dict(classes=('background', 'white matter'), palette=[[0, 0, 0], [255, 255, 255]])
 
-    def __init__(self, data_root: str = 'data/mni152_wm',
-                 reference: Reference = slice_name(REFERENCE_SLICE), **kwargs) -> None:
-        if not is_prepared(data_root):
-            print_log(f'Writing the MNI152 white-matter slices to {data_root} (from nilearn)',
-                      logger='current')
-            prepare_mni152(data_root)
-        super().__init__(data_root=data_root, reference=reference, **kwargs)
+
+@DATASETS.register_module()
+class MNI152VentriclesDataset(MNI152Dataset):
+    """The lateral ventricles on 14 axial MNI152 slices z074..z100, reference z088."""
+
+    TASK = 'ventricles'
+    METAINFO = dict(classes=('background', 'lateral ventricles'),
+                    palette=[[0, 0, 0], [255, 255, 255]])
+
+
+@DATASETS.register_module()
+class MNI152BrainDataset(MNI152Dataset):
+    """The whole brain on 31 axial MNI152 slices, reference z090."""
+
+    TASK = 'brain'
+    METAINFO = dict(classes=('background', 'brain'), palette=[[0, 0, 0], [255, 255, 255]])
 
 
 @DATASETS.register_module()

@@ -21,7 +21,7 @@ class LoadOneShotImage(BaseTransform):
 
     Args:
         window: (low, high) intensity window for non-8-bit data (e.g. a CT window); None uses
-            the 0.5/99.5 percentiles of each image (see ``sam.image``).
+            the 0.5/99.5 percentiles of each image (see ``datasets.windowing``).
     """
 
     def __init__(self, window: Optional[Sequence[float]] = None) -> None:

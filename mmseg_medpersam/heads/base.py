@@ -43,6 +43,7 @@ class BaseOneShotHead(nn.Module, metaclass=ABCMeta):
     """
 
     transductive = False
+    method_name = 'one-shot head'  # how tables name the method
 
     def prepare(self, sam: SAMBackend, reference: ReferenceContext) -> None:
         """Compute per-reference state into ``reference.cache`` (default: nothing)."""

@@ -10,9 +10,8 @@ from mmseg.registry import MODELS
 from ..matching import ScoreConfig, score_and_merge
 from ..prompts.context import PromptContext
 from ..prompts.matcher import MATCH_KEY
-from ..prompts.structures import Prompts
+from ..prompts.structures import Prompts, decode_prompts
 from ..sam.backend import SAMBackend
-from ..sam.image import frame_to_image
 from .base import BaseOneShotHead, HeadResult
 
 
@@ -28,6 +27,8 @@ class MatcherHead(BaseOneShotHead):
             relative-score threshold: the one-object preset).
     """
 
+    method_name = 'Matcher'
+
     def __init__(self, prompt_sampler: Optional[dict] = None, multimask_output: bool = False,
                  decode_batch: int = 64, score: Optional[dict] = None) -> None:
         super().__init__()
@@ -40,16 +41,17 @@ class MatcherHead(BaseOneShotHead):
         prompts = self.prompt_sampler(ctx)
         match, points, ref_fg, centres = ctx.cache[MATCH_KEY]
         size = ctx.original_size
+        geo = ctx.target.geometry
         low_res, candidates = [], []
         for start in range(0, prompts.num_sets, self.decode_batch):
             part = prompts.select(torch.arange(start, min(start + self.decode_batch,
                                                           prompts.num_sets)))
-            logits = sam.decode(ctx.target, part, multimask=self.multimask_output)
+            logits = decode_prompts(sam, ctx.target, part, multimask=self.multimask_output)
             logits = logits.low_res_logits.flatten(0, 1)  # (b*C, 256, 256)
             low_res.append(logits)
             # Bring each chunk to the image and threshold it at once: M full-size float maps
             # would not fit in memory for the larger presets.
-            candidates.append((frame_to_image(logits, size) > 0).cpu())
+            candidates.append((geo.frame_to_image(logits) > 0).cpu())
         low_res = torch.cat(low_res)
         candidates = torch.cat(candidates).numpy()
         _, scores, kept = score_and_merge(
@@ -57,7 +59,7 @@ class MatcherHead(BaseOneShotHead):
             self.score_cfg, self.prompt_sampler.encoder.patch_size)
         if kept.size:
             # The union of the kept masks as logits: positive exactly on the union.
-            kept_logits = frame_to_image(low_res[torch.from_numpy(kept).to(low_res.device)], size)
+            kept_logits = geo.frame_to_image(low_res[torch.from_numpy(kept).to(low_res.device)])
             merged_logits = kept_logits.max(dim=0).values
         else:
             merged_logits = torch.full(size, -1.0, device=low_res.device)

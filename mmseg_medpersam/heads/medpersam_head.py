@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -11,8 +12,10 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..prompts.context import PromptContext, ReferenceContext
-from ..prompts.structures import Prompts
+from ..prompts.structures import Prompts, decode_prompts
 from ..sam.backend import SAMBackend
+from ..utils.masks import dice, iou
+from ..utils.validate import check_number
 from .base import BaseOneShotHead, HeadResult
 from .refinement import logits_to_mask, to_image_logits
 
@@ -21,12 +24,6 @@ DEFAULT_PROMPTS = (
     dict(type='BoxPrompt', margin=0.0),
     dict(type='BandPointPrompt', num_regions=8, erosion=0.1, dilation=0.15),
 )
-
-
-def mask_iou(a: Tensor, b: Tensor) -> float:
-    """IoU of two bool masks (1.0 when both are empty)."""
-    union = (a | b).sum()
-    return 1.0 if int(union) == 0 else float((a & b).sum()) / float(union)
 
 
 @MODELS.register_module()
@@ -39,7 +36,9 @@ class MedPerSAMHead(BaseOneShotHead):
     2. The prompt generators (mask logits, ``g_box``, ``g_point``: composable in config) turn
        the current mask into prompts; SAM's best output (by predicted IoU) becomes the current
        mask; repeat up to ``num_iters`` times, or until the mask changes by less than
-       ``1 - stop_iou`` (IoU between successive masks).
+       ``1 - stop_iou`` (IoU between successive masks). A SAM mask whose Dice with the warped
+       mask falls below ``min_sam_agreement`` ends the refinement and is not used: SAM has left
+       the structure the warp located (see the guard below).
     3. The test loop can then retrain the warping model on the refined predictions
        (``retrain_rounds``) and run step 2 again.
 
@@ -57,16 +56,32 @@ class MedPerSAMHead(BaseOneShotHead):
         prior_threshold: probability above which the warped mask is foreground.
         pseudo_min_dice: a refined mask is a pseudo-label only if its Dice with the current
             warped mask reaches this (0 keeps all); if none does, the round is skipped.
+        min_sam_agreement: the guard: SAM's mask replaces the current one only if its Dice
+            with the warped mask reaches this (0: SAM is always trusted). Chosen on the
+            embedded tasks, where LiteMedSAM's masks that disagree this much with the warp were
+            always worse than it (README, "Measured").
     """
 
     transductive = True
+
+    @property
+    def method_name(self) -> str:
+        return 'Med-PerSAM' if self.use_sam else 'Warp only'
 
     def __init__(self, warping: Optional[dict] = None,
                  prompt_generators: Sequence[dict] = DEFAULT_PROMPTS, use_sam: bool = True,
                  num_iters: int = 3, stop_iou: float = 0.98, multimask_output: bool = True,
                  retrain_rounds: int = 1, prior_threshold: float = 0.5,
-                 pseudo_min_dice: float = 0.7) -> None:
+                 pseudo_min_dice: float = 0.7, min_sam_agreement: float = 0.95) -> None:
         super().__init__()
+        name = type(self).__name__
+        check_number(name, 'num_iters', num_iters, minimum=1, integer=True)
+        check_number(name, 'retrain_rounds', retrain_rounds, minimum=0, integer=True)
+        check_number(name, 'stop_iou', stop_iou, minimum=0, maximum=1)
+        check_number(name, 'prior_threshold', prior_threshold, minimum=0, maximum=1,
+                     open_interval=True)
+        check_number(name, 'pseudo_min_dice', pseudo_min_dice, minimum=0, maximum=1)
+        check_number(name, 'min_sam_agreement', min_sam_agreement, minimum=0, maximum=1)
         self.warping_cfg = dict(warping or dict(type='WarpingModel'))
         self.prompt_generators = torch.nn.ModuleList(
             [MODELS.build(dict(cfg)) for cfg in prompt_generators])
@@ -77,6 +92,7 @@ class MedPerSAMHead(BaseOneShotHead):
         self.retrain_rounds = retrain_rounds if use_sam else 0
         self.prior_threshold = prior_threshold
         self.pseudo_min_dice = pseudo_min_dice
+        self.min_sam_agreement = min_sam_agreement
         # Fitted warping models: per reference (transductive), per reference + target (one
         # target at a time). ModuleDicts, so .to(device) and state_dict() include them.
         self.warpers = torch.nn.ModuleDict()
@@ -146,13 +162,8 @@ class MedPerSAMHead(BaseOneShotHead):
         if self.pseudo_min_dice <= 0:
             return fg
         warped = warper.warp_masks(ref.image / 255, self._foreground(ref).float(), targets)
-        trusted = []
-        for p, w in zip(fg, warped):
-            w = w.to(p.device) > self.prior_threshold
-            total = int(p.sum()) + int(w.sum())
-            dice = 2 * int((p & w).sum()) / total if total else 1.0
-            trusted.append(p if dice >= self.pseudo_min_dice else None)
-        return trusted
+        return [p if not dice(p, w.to(p.device) > self.prior_threshold) < self.pseudo_min_dice
+                else None for p, w in zip(fg, warped)]
 
     def _prior(self, ctx: PromptContext) -> Tensor:
         """The warped reference mask on the target.
@@ -184,25 +195,34 @@ class MedPerSAMHead(BaseOneShotHead):
             torch.tensor(self.prior_threshold))
         if sam is None or not self.use_sam or not bool(warped.any()):
             return HeadResult(prior_logits, prompt_mask=warped, info=dict(iterations=0))
-        ctx.mask, ctx.logits, ctx.iteration = warped, None, 0
+        state = replace(ctx, mask=warped, logits=None)
         first: Optional[Prompts] = None
         low_res = None
-        iterations = 0
-        for it in range(self.num_iters):
-            prompts = Prompts.merge([g(ctx) for g in self.prompt_generators])
+        steps: List[Tensor] = []  # the mask after each SAM call (for figures)
+        stop = 'iterations'
+        for _ in range(self.num_iters):
+            prompts = Prompts.merge([g(state) for g in self.prompt_generators])
             if prompts.is_empty:
+                stop = 'no prompt'
                 break
-            if first is None:
-                first = prompts
-            logits, _ = sam.decode(ctx.target, prompts, multimask=self.multimask_output).best()
-            mask = logits_to_mask(logits, ctx.target)
-            iterations = it + 1
-            if not bool(mask.any()):  # SAM lost the structure: keep the last non-empty mask
+            first = first if first is not None else prompts
+            logits, _ = decode_prompts(sam, state.target, prompts,
+                                       multimask=self.multimask_output).best()
+            mask = logits_to_mask(logits, state.target)
+            steps.append(mask.cpu())
+            if not bool(mask.any()):  # SAM lost the structure: keep the last mask
+                stop = 'empty'
                 break
-            change = mask_iou(mask, ctx.mask)
-            ctx.mask, ctx.logits, ctx.iteration, low_res = mask, logits, it + 1, logits
+            if dice(mask, warped) < self.min_sam_agreement:  # SAM left the warped structure
+                stop = 'disagrees with warp'
+                break
+            change = iou(mask, state.mask)
+            state = replace(state, mask=mask, logits=logits)
+            low_res = logits
             if change >= self.stop_iou:
+                stop = 'converged'
                 break
-        out = to_image_logits(low_res, ctx.target) if low_res is not None else prior_logits
-        return HeadResult(out, prompts=first, prompt_mask=warped,
-                          info=dict(iterations=iterations))
+        out = to_image_logits(low_res, state.target) if low_res is not None else prior_logits
+        info = dict(iterations=len(steps), stop=stop, sam_used=low_res is not None,
+                    step_masks=steps)
+        return HeadResult(out, prompts=first, prompt_mask=warped, info=info)

@@ -7,6 +7,7 @@ import torch
 from mmseg.registry import MODELS
 
 from ..prompts.context import PromptContext, ReferenceContext
+from ..prompts.structures import decode_prompts
 from ..sam.backend import SAMBackend
 from .base import BaseOneShotHead, HeadResult
 from .multimask_fusion import fit_multimask_fusion
@@ -31,6 +32,8 @@ class PerSAMFHead(BaseOneShotHead):
         num_refinements: refinement steps after the fused mask (2).
     """
 
+    method_name = 'PerSAM-F'
+
     def __init__(self, location_prior: Optional[dict] = None, iters: int = 1000,
                  lr: float = 1e-3, eps: float = 1e-4, weight_decay: float = 0.01,
                  focal_alpha: float = 0.25, focal_gamma: float = 2.0,
@@ -46,7 +49,7 @@ class PerSAMFHead(BaseOneShotHead):
     def prepare(self, sam: SAMBackend, reference: ReferenceContext) -> None:
         ctx = PromptContext(reference=reference, target=reference.embedding,
                             image=reference.image)
-        out = sam.decode(reference.embedding, self.location_prior(ctx), multimask=True)
+        out = decode_prompts(sam, reference.embedding, self.location_prior(ctx), multimask=True)
         weights, losses = fit_multimask_fusion(out.logits()[0], reference.mask, **self.fit_cfg)
         reference.cache[FUSION_KEY] = weights
         reference.cache['persam_f_loss'] = losses
@@ -54,7 +57,7 @@ class PerSAMFHead(BaseOneShotHead):
     def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
         weights = ctx.reference.cache[FUSION_KEY].to(ctx.target.features.device)
         prompts = self.location_prior(ctx)
-        out = sam.decode(ctx.target, prompts, multimask=True)
+        out = decode_prompts(sam, ctx.target, prompts, multimask=True)
         fused = torch.einsum('k,bkhw->bhw', weights, out.low_res_logits)[:, None]
         logits, iou = cascaded_refinement(sam, ctx.target, prompts, fused,
                                           steps=self.num_refinements, box_from_step=0)

@@ -6,6 +6,7 @@ from typing import Optional
 from mmseg.registry import MODELS
 
 from ..prompts.context import PromptContext
+from ..prompts.structures import Prompts, decode_prompts
 from ..sam.backend import SAMBackend
 from .base import BaseOneShotHead, HeadResult
 from .refinement import cascaded_refinement, to_image_logits
@@ -25,6 +26,8 @@ class PerSAMHead(BaseOneShotHead):
         num_refinements: cascaded refinement steps after the first call (PerSAM: 2).
     """
 
+    method_name = 'PerSAM'
+
     def __init__(self, location_prior: Optional[dict] = None, num_refinements: int = 2) -> None:
         super().__init__()
         self.location_prior = MODELS.build(location_prior or dict(type='PerSAMLocationPrior'))
@@ -32,9 +35,8 @@ class PerSAMHead(BaseOneShotHead):
 
     def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
         prompts = self.location_prior(ctx)
-        first = sam.decode(ctx.target, prompts, multimask=False)
-        points = prompts.__class__(point_coords=prompts.point_coords,
-                                   point_labels=prompts.point_labels)
+        first = decode_prompts(sam, ctx.target, prompts, multimask=False)
+        points = Prompts(point_coords=prompts.point_coords, point_labels=prompts.point_labels)
         logits, iou = cascaded_refinement(sam, ctx.target, points, first.low_res_logits,
                                           steps=self.num_refinements)
         info = {'iou_prediction': float(iou[0]) if iou is not None

@@ -6,14 +6,13 @@ from typing import Optional, Tuple
 from torch import Tensor
 
 from ..prompts.base import mask_bbox
-from ..prompts.structures import Prompts
+from ..prompts.structures import Prompts, decode_prompts
 from ..sam.backend import ImageEmbedding, SAMBackend
-from ..sam.image import frame_to_image
 
 
 def logits_to_mask(low_res: Tensor, emb: ImageEmbedding) -> Tensor:
     """(1,1,256,256) low-res logits -> (H, W) bool mask on the image."""
-    return frame_to_image(low_res[0, 0], emb.original_size) > 0
+    return to_image_logits(low_res, emb) > 0
 
 
 def cascaded_refinement(sam: SAMBackend, emb: ImageEmbedding, points: Optional[Prompts],
@@ -38,13 +37,13 @@ def cascaded_refinement(sam: SAMBackend, emb: ImageEmbedding, points: Optional[P
             Prompts(mask_logits=logits,
                     boxes=None if box is None else box[None].to(logits.device)),
         ])
-        logits, iou = sam.decode(emb, prompts, multimask=True).best()
+        logits, iou = decode_prompts(sam, emb, prompts, multimask=True).best()
     return logits, iou
 
 
 def to_image_logits(low_res: Tensor, emb: ImageEmbedding) -> Tensor:
     """(1,1,256,256) low-res logits -> (H, W) float logits on the image."""
-    return frame_to_image(low_res[0, 0], emb.original_size)
+    return emb.geometry.frame_to_image(low_res[0, 0])
 
 
 __all__ = ['logits_to_mask', 'cascaded_refinement', 'to_image_logits']

@@ -9,7 +9,6 @@ wrong file fails loudly here.
 from __future__ import annotations
 
 import logging
-import os.path as osp
 import re
 from typing import Dict, Mapping, Optional, Tuple
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmseg.registry import MODELS
 
-from ..sam.checkpoint import CheckpointError
+from ..utils.checkpoint import CheckpointError, read_file, strict_load, unwrap_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,14 +50,6 @@ def build_dinov2_vit(arch: str, img_size: int = 518) -> nn.Module:
             f'Unknown DINOv2 arch {arch!r}; choose from {sorted(DINOV2_ARCHS) + ["tiny"]}.')
     return timm.create_model(
         DINOV2_ARCHS[arch], pretrained=False, img_size=img_size, num_classes=0)
-
-
-def _unwrap_checkpoint(ckpt: Mapping) -> Dict[str, torch.Tensor]:
-    """Return the flat tensor dict inside a checkpoint (teacher/model/state_dict wrappers)."""
-    for key in _WRAPPER_KEYS:
-        if key in ckpt and isinstance(ckpt[key], Mapping):
-            return _unwrap_checkpoint(ckpt[key])
-    return {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
 
 
 def convert_dinov2_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -94,55 +85,22 @@ def _resize_pos_embed(pos_embed: torch.Tensor, model: nn.Module) -> torch.Tensor
         pos_embed, new_size=list(model.patch_embed.grid_size), num_prefix_tokens=num_prefix)
 
 
-class DINOv2CheckpointError(CheckpointError, ValueError):
-    """A DINOv2 weight file is missing, unreadable or of another architecture."""
-
-
 OFFICIAL_FILES = {'vit_s14': 'dinov2_vits14_pretrain.pth', 'vit_b14': 'dinov2_vitb14_pretrain.pth',
                   'vit_l14': 'dinov2_vitl14_pretrain.pth', 'vit_g14': 'dinov2_vitg14_pretrain.pth'}
 
 
 def load_dinov2_checkpoint(model: nn.Module, path: str) -> None:
     """Load a local DINOv2 checkpoint (timm or official keys) strictly into ``model``."""
-    from mmengine.runner import CheckpointLoader
-
-    if not osp.isfile(osp.expanduser(path)):
-        raise DINOv2CheckpointError(f'{path}: DINOv2 checkpoint file not found.')
-    try:
-        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    except Exception as e:
-        raise DINOv2CheckpointError(
-            f'{path}: cannot read as a PyTorch checkpoint ({type(e).__name__}: {e}).') from e
-    if not isinstance(ckpt, Mapping):
-        raise DINOv2CheckpointError(
-            f'{path}: expected a state dict, got {type(ckpt).__name__}.')
-    state_dict = convert_dinov2_state_dict(_unwrap_checkpoint(ckpt))
+    obj = read_file(path, 'DINOv2 checkpoint')
+    state_dict = convert_dinov2_state_dict(
+        unwrap_state_dict(obj, path, 'DINOv2 checkpoint', wrappers=_WRAPPER_KEYS,
+                          prefixes=()))
     if 'pos_embed' in state_dict and state_dict['pos_embed'].ndim == 3 \
             and state_dict['pos_embed'].shape[-1] == model.pos_embed.shape[-1]:
         state_dict['pos_embed'] = _resize_pos_embed(state_dict['pos_embed'], model)
-
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = sorted(
-        k for k in set(expected) & set(state_dict) if expected[k].shape != state_dict[k].shape)
-    if missing or unexpected or mismatched:
-        def few(keys):
-            return ', '.join(keys[:5]) + (f' ... ({len(keys)} in all)' if len(keys) > 5 else '')
-
-        lines = [f'{path}: checkpoint does not match the DINOv2 model '
-                 f'({type(model).__name__}, embed_dim={model.embed_dim}, '
-                 f'depth={len(model.blocks)}). Is it the right arch?']
-        if missing:
-            lines.append(f'  missing keys: {few(missing)}')
-        if unexpected:
-            lines.append(f'  unexpected keys: {few(unexpected)}')
-        if mismatched:
-            shapes = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}'
-                      for k in mismatched]
-            lines.append(f'  shape mismatches: {few(shapes)}')
-        raise DINOv2CheckpointError('\n'.join(lines))
-    model.load_state_dict(state_dict, strict=True)
+    strict_load(model, state_dict, path,
+                f'the DINOv2 model (embed_dim={model.embed_dim}, depth={len(model.blocks)})',
+                'is it the right arch?')
 
 
 @MODELS.register_module()
@@ -188,7 +146,7 @@ class DINOv2Encoder(nn.Module):
             load_dinov2_checkpoint(self.vit, checkpoint)
         elif arch != 'tiny' and not allow_random:
             name = OFFICIAL_FILES.get(arch, 'the DINOv2 weights')
-            raise DINOv2CheckpointError(
+            raise CheckpointError(
                 f'DINOv2 {arch} needs its weights file ({name}, from the facebookresearch/dinov2 '
                 'release): pass it with --cfg-options '
                 'model.head.prompt_sampler.encoder.checkpoint=/path/to/' + name + '.')

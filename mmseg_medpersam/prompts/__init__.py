@@ -6,8 +6,10 @@ from .context import PromptContext, ReferenceContext
 from .mask_prompt import MaskPrompt
 from .matcher import MatcherPromptSampler
 from .persam import PerSAMLocationPrior
-from .structures import Prompts, points_prompt
+from .persam_decoder import PerSAMDecoderHook
+from .structures import Prompts, decode_prompts, points_prompt
 
-__all__ = ['Prompts', 'points_prompt', 'PromptContext', 'ReferenceContext',
-           'BasePromptGenerator', 'PerSAMLocationPrior', 'MatcherPromptSampler',
-           'MaskPrompt', 'BoxPrompt', 'BandPointPrompt', 'mask_bbox', 'argmax_xy']
+__all__ = ['Prompts', 'decode_prompts', 'points_prompt', 'PromptContext', 'ReferenceContext',
+           'BasePromptGenerator', 'PerSAMLocationPrior', 'PerSAMDecoderHook',
+           'MatcherPromptSampler', 'MaskPrompt', 'BoxPrompt', 'BandPointPrompt', 'mask_bbox',
+           'argmax_xy']

@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from ..sam.image import frame_to_image, image_to_frame
-
-if TYPE_CHECKING:  # the backend imports ``Prompts`` from this package
-    from ..sam.backend import ImageEmbedding
-
-GRID = 64  # SAM's image-embedding grid
+from ..sam.backend import ImageEmbedding
 
 
 @dataclass
@@ -31,7 +27,7 @@ class ReferenceContext:
 
     image: Tensor
     mask: Tensor
-    embedding: Optional['ImageEmbedding']
+    embedding: Optional[ImageEmbedding]
     key: str
     label: int = 1
     label_map: Optional[Tensor] = None
@@ -39,22 +35,22 @@ class ReferenceContext:
 
     @property
     def grid_coverage(self) -> Tensor:
-        """(64, 64) fraction of each embedding cell covered by the mask (SAM's padded frame)."""
+        """(g, g) fraction of each embedding cell covered by the mask (the padded frame)."""
         if 'grid_coverage' not in self.cache:
-            self.cache['grid_coverage'] = image_to_frame(
-                self.mask.float(), self.embedding.original_size, GRID)
+            geo = self.embedding.geometry
+            self.cache['grid_coverage'] = geo.image_to_frame(self.mask.float(), geo.grid_size)
         return self.cache['grid_coverage']
 
     @property
     def grid_mask(self) -> Tensor:
-        """(64, 64) bool: cells at least half covered, else any covered cell (small masks)."""
+        """(g, g) bool: cells at least half covered, else any covered cell (small masks)."""
         cov = self.grid_coverage
         cells = cov >= 0.5
         return cells if cells.any() else cov > 0
 
     def foreground_features(self) -> Tensor:
         """(N, 256) SAM features of the reference's foreground cells."""
-        feats = self.embedding.features[0]  # (256, 64, 64)
+        feats = self.embedding.features[0]  # (256, g, g)
         return feats[:, self.grid_mask].T
 
     @property
@@ -76,18 +72,16 @@ class PromptContext:
         mask: (H, W) bool current mask (warped reference, or SAM's last output), if any.
         logits: (1, 1, 256, 256) SAM low-res logits of ``mask`` when it came from SAM.
         prior: (H, W) float in [0, 1]: a soft prior mask (e.g. the warped reference mask).
-        iteration: refinement step (0 = first prompts).
         target_key: identifies the target image (its file), for generators' own caches.
         cache: per-target values shared by generators (similarity maps, ...).
     """
 
     reference: ReferenceContext
-    target: Optional['ImageEmbedding']
+    target: Optional[ImageEmbedding]
     image: Tensor
     mask: Optional[Tensor] = None
     logits: Optional[Tensor] = None
     prior: Optional[Tensor] = None
-    iteration: int = 0
     target_key: Optional[str] = None
     cache: Dict[str, Any] = field(default_factory=dict)
 
@@ -96,27 +90,26 @@ class PromptContext:
         return tuple(self.image.shape[-2:])
 
     def similarity_grid(self, prototype: Optional[Tensor] = None) -> Tensor:
-        """(64, 64) cosine similarity of each target cell to the reference prototype."""
+        """(g, g) cosine similarity of each target cell to the reference prototype."""
         key = 'similarity_grid' if prototype is None else None
         if key and key in self.cache:
             return self.cache[key]
         proto = self.reference.prototype if prototype is None else prototype
-        feats = torch.nn.functional.normalize(self.target.features[0], dim=0)
-        sim = torch.einsum('c,chw->hw', torch.nn.functional.normalize(proto, dim=0), feats)
+        feats = F.normalize(self.target.features[0], dim=0)
+        sim = torch.einsum('c,chw->hw', F.normalize(proto, dim=0), feats)
         if key:
             self.cache[key] = sim
         return sim
 
     def similarity_map(self, prototype: Optional[Tensor] = None) -> Tensor:
-        """(H, W) cosine similarity on the target image (through SAM's frame, as PerSAM)."""
+        """(H, W) cosine similarity on the target image (through the model's frame, as PerSAM)."""
         key = 'similarity_map' if prototype is None else None
         if key and key in self.cache:
             return self.cache[key]
         grid = self.similarity_grid(prototype)
-        # 64 -> 256 as PerSAM does, then SAM's own postprocessing to the image.
-        up = torch.nn.functional.interpolate(grid[None, None], size=(256, 256),
-                                             mode='bilinear', align_corners=False)[0, 0]
-        sim = frame_to_image(up, self.original_size)
+        # Grid -> mask-logit size as PerSAM does, then SAM's own postprocessing to the image.
+        geo = self.target.geometry
+        sim = geo.frame_to_image(geo.grid_to_mask_size(grid))
         if key:
             self.cache[key] = sim
         return sim

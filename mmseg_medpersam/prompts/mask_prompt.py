@@ -5,21 +5,18 @@ from typing import Optional
 
 from mmseg.registry import MODELS
 
-from ..sam.image import image_to_frame
 from .base import BasePromptGenerator
 from .context import PromptContext
 from .structures import Prompts
 
-MASK_INPUT_SIZE = 256
-
 
 @MODELS.register_module()
 class MaskPrompt(BasePromptGenerator):
-    """The current mask as (1, 1, 256, 256) signed logits in SAM's padded frame.
+    """The current mask as (1, 1, 256, 256) signed logits over the model's padded frame.
 
-    The mask is resized with the image into SAM's 1024 frame, zero-padded like the image, and
-    area-pooled to 256x256; coverage c in [0, 1] becomes ``logit_scale * (2c - 1)`` (padding is
-    background). After the first SAM call, SAM's own low-res logits can be passed back instead
+    The mask is resized with the image into the model's frame (1024 for SAM, 256 for
+    LiteMedSAM), zero-padded like the image, and area-pooled to the mask-logit size; coverage
+    c in [0, 1] becomes ``logit_scale * (2c - 1)`` (padding is background). After the first SAM call, SAM's own low-res logits can be passed back instead
     (``use_sam_logits``), as SAM's interactive loop does.
 
     Args:
@@ -37,5 +34,6 @@ class MaskPrompt(BasePromptGenerator):
             return Prompts(mask_logits=ctx.logits)
         if ctx.mask is None or not bool(ctx.mask.any()):
             return None
-        coverage = image_to_frame(ctx.mask.float(), ctx.original_size, MASK_INPUT_SIZE)
+        geo = ctx.target.geometry
+        coverage = geo.image_to_frame(ctx.mask.float(), geo.mask_size)
         return Prompts(mask_logits=(self.logit_scale * (2 * coverage - 1))[None, None])

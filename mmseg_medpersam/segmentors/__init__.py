@@ -1,4 +1,5 @@
-"""The one-shot segmentor that runs a head on a frozen SAM under mmengine's Runner."""
+"""Segmentors run under mmengine's Runner: the one-shot segmentor and the oracle reference."""
 from .one_shot_sam import OneShotSAMSegmentor, ReferenceSet, sample_key
+from .oracle_box import OracleBoxSegmentor
 
-__all__ = ['OneShotSAMSegmentor', 'ReferenceSet', 'sample_key']
+__all__ = ['OneShotSAMSegmentor', 'OracleBoxSegmentor', 'ReferenceSet', 'sample_key']

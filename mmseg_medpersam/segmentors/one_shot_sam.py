@@ -118,6 +118,11 @@ class OneShotSAMSegmentor(BaseSegmentor):
         return ref
 
     @property
+    def method_name(self) -> str:
+        """The method this segmentor runs, as tables name it (from its head)."""
+        return self.head.method_name
+
+    @property
     def device(self) -> torch.device:
         """Where the model runs (also without SAM: the anchor buffer moves with ``.to``)."""
         return self._device_anchor.device
@@ -203,7 +208,12 @@ class OneShotSAMSegmentor(BaseSegmentor):
         record = result.prompts.to_numpy() if result.prompts is not None else {}
         if result.prompt_mask is not None:
             record['mask'] = result.prompt_mask.detach().cpu().numpy().astype(bool)
-        record.update(result.info)
+        for key, value in result.info.items():
+            if isinstance(value, (list, tuple)) and value and isinstance(value[0], Tensor):
+                value = [v.detach().cpu().numpy() for v in value]
+            elif isinstance(value, Tensor):
+                value = value.detach().cpu().numpy()
+            record[key] = value
         return record
 
     # ------------------------------------------------------------------ BaseSegmentor API

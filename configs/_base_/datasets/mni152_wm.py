@@ -1,5 +1,5 @@
-# The embedded default: white matter on 31 axial MNI152 slices (from nilearn's wheel);
-# slice z=90 is the labelled reference, the other 30 are segmented and scored.
+# The embedded default: white matter on 31 axial MNI152 slices (from nilearn's wheel, written
+# on first use); slice z=90 is the labelled reference, the other 30 are segmented and scored.
 dataset_type = 'MNI152WhiteMatterDataset'
 data_root = 'data/mni152_wm'
 test_pipeline = [
@@ -12,7 +12,6 @@ test_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, reference='z090',
-                 pipeline=test_pipeline),
+    dataset=dict(type=dataset_type, data_root=data_root, pipeline=test_pipeline),
 )
 test_evaluator = [dict(type='PerImageDiceMetric'), dict(type='PromptQualityMetric')]

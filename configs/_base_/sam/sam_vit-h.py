@@ -1,7 +1,4 @@
-# SAM VIT-H (segment_anything weights; downloaded once from Meta's public URL when
+# SAM ViT-H (segment_anything weights; downloaded once from Meta's public URL when
 # checkpoint is None, or taken from --checkpoint PATH_OR_URL).
-model = dict(
-    type='OneShotSAMSegmentor',
-    data_preprocessor=dict(type='SegDataPreProcessor', mean=None, std=None, bgr_to_rgb=False),
-    sam=dict(type='SAMBackend', arch='vit_h', checkpoint=None),
-)
+_base_ = ['../models/one_shot_sam.py']
+model = dict(sam=dict(type='SAMBackend', arch='vit_h', checkpoint=None))

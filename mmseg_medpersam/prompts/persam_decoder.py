@@ -1,4 +1,4 @@
-"""PerSAM's two decoder hooks, added to segment_anything's mask decoder without forking it.
+"""PerSAM's two decoder hooks, added to SAM's mask decoder without forking it.
 
 * target-guided attention: in the token-to-image cross-attention of each two-way block, the
   attention map is biased by the target's location prior: ``softmax(softmax(QK^T/sqrt(d)) + s)``
@@ -7,9 +7,10 @@
   added to the decoder's query tokens before each block and to the query of the final
   token-to-image attention.
 
-``guided_decoder`` swaps in a forward for the decoder's ``TwoWayTransformer`` for the length of
-a ``with`` block; the modules and weights are segment_anything's own, so state-dict keys and the
-unhooked path stay exactly upstream. As in PerSAM's code, adding the target embedding to the
+``PerSAMDecoderHook`` is a ``sam.DecoderHook``: the backend enters it around one decoder call,
+and it swaps in a forward for the decoder's ``TwoWayTransformer`` for the length of that call.
+The modules and weights are segment_anything's own, so state-dict keys and the unhooked path
+stay exactly upstream; the backend itself knows nothing of PerSAM. As in PerSAM's code, adding the target embedding to the
 first block's queries also adds it to the query positional encoding (their tensors alias there);
 we reproduce that on purpose so results follow the published method.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -98,3 +100,24 @@ def guided_decoder(mask_decoder: nn.Module, attn_sim: Optional[Tensor] = None,
         yield
     finally:
         del transformer.forward
+
+
+@dataclass
+class PerSAMDecoderHook:
+    """PerSAM's decoder hooks as a ``sam.DecoderHook`` (carried by ``Prompts.decoder_hook``).
+
+    Attributes:
+        attn_sim: (1, 1, 1, g*g) target-guided attention bias over the image tokens, or None.
+        target_embedding: (1, 1, 256) target-semantic prompt, or None.
+    """
+
+    attn_sim: Optional[Tensor] = None
+    target_embedding: Optional[Tensor] = None
+
+    def __call__(self, mask_decoder: nn.Module):
+        device = next(mask_decoder.parameters()).device
+        move = (lambda t: None if t is None else t.to(device))
+        return guided_decoder(mask_decoder, move(self.attn_sim), move(self.target_embedding))
+
+
+__all__ = ['PerSAMDecoderHook', 'guided_decoder', 'guided_two_way_forward']

@@ -1,3 +1,3 @@
-_base_ = ['./medpersam_sam-vit-b_mni152-wm.py']
+_base_ = ['./medpersam_litemedsam_mni152-wm.py']
 # Ablation: the mask prompt alone.
 model = dict(head=dict(prompt_generators=[dict(type='MaskPrompt', logit_scale=8.0)]))

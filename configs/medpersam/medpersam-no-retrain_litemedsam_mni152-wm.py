@@ -1,3 +1,3 @@
-_base_ = ['./medpersam_sam-vit-b_mni152-wm.py']
+_base_ = ['./medpersam_litemedsam_mni152-wm.py']
 # Ablation: no retraining of the warping model on refined predictions.
 model = dict(head=dict(retrain_rounds=0))

@@ -1,0 +1,23 @@
+# Med-PerSAM: a warping model fitted on the reference + the unlabeled targets turns the
+# reference label into mask, box and spread-out point prompts; SAM refines them K times; the
+# warping model is retrained R times on the refined predictions. Default SAM: LiteMedSAM.
+_base_ = ['../sam/litemedsam.py']
+model = dict(
+    head=dict(
+        type='MedPerSAMHead',
+        # Warping model: defaults in mmseg_medpersam/warping/warping_model.py
+        warping=dict(type='WarpingModel'),
+        prompt_generators=[
+            dict(type='MaskPrompt', logit_scale=8.0, use_sam_logits=True),
+            dict(type='BoxPrompt', margin=0.0),
+            dict(type='BandPointPrompt', num_regions=8, erosion=0.1, dilation=0.15,
+                 partition='sector'),
+        ],
+        num_iters=3,
+        stop_iou=0.98,
+        multimask_output=True,
+        retrain_rounds=1,
+        pseudo_min_dice=0.7,
+        # The guard: a SAM mask whose Dice with the warped mask is below this is not used
+        # (0 trusts SAM always; see the no-guard ablation and README "Measured").
+        min_sam_agreement=0.95))

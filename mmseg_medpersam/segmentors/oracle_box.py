@@ -1,0 +1,84 @@
+"""``OracleBoxSegmentor``: SAM prompted with each target's ground-truth box. Not a method.
+
+An upper reference for tables: what the promptable model makes of a perfect box around each
+structure. It reads the target's ground truth (``gt_sem_seg``), which no method may do, so its
+rows must always be labelled as a reference, never compared as a method.
+"""
+from __future__ import annotations
+
+import time
+from typing import List, Optional
+
+import torch
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from torch import Tensor
+
+from ..prompts.base import mask_bbox
+
+
+@MODELS.register_module()
+class OracleBoxSegmentor(BaseSegmentor):
+    """Per class present in the ground truth: its box -> SAM -> mask; classes merged by logit.
+
+    Args:
+        sam: ``SAMBackend`` config.
+        multimask_output: take the best of SAM's three masks by predicted IoU (else its
+            single-mask output).
+        head: unused (configs share the segmentor skeleton); must be None.
+    """
+
+    method_name = 'Oracle: GT box (upper reference)'
+
+    def __init__(self, sam: dict, multimask_output: bool = True, head: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None
+                 ) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if head is not None:
+            raise ValueError('OracleBoxSegmentor takes no head: it prompts SAM with '
+                             'ground-truth boxes only.')
+        self.sam = MODELS.build(sam)
+        self.multimask_output = multimask_output
+
+    def predict(self, inputs: Tensor, data_samples: List[SegDataSample]) -> List[SegDataSample]:
+        for image, sample in zip(inputs, data_samples):
+            start = time.perf_counter()
+            h, w = sample.metainfo.get('img_shape', image.shape[-2:])
+            gt = sample.gt_sem_seg.data[0, :h, :w].to(self.sam.device)
+            emb = self.sam.encode(image[:, :h, :w].float())
+            classes = [int(c) for c in torch.unique(gt) if 0 < int(c) < 255]
+            logits, records = [], {}
+            for c in classes:
+                box = mask_bbox(gt == c)
+                out = self.sam.decode(emb, boxes=box[None], multimask=self.multimask_output)
+                low, iou = out.best()
+                logits.append(emb.geometry.frame_to_image(low[0, 0]))
+                records[c] = dict(boxes=box[None].cpu().numpy(), iou_prediction=float(iou[0]))
+            labels = torch.zeros((h, w), dtype=torch.long)
+            if logits:
+                stack = torch.stack(logits).cpu()
+                fg = stack.max(dim=0).values > 0
+                labels[fg] = torch.tensor(classes)[stack.argmax(dim=0)[fg]]
+            sample.set_data({'pred_sem_seg': PixelData(data=labels[None])})
+            sample.set_field(records, 'prompts', field_type='metainfo')
+            sample.set_field(time.perf_counter() - start, 'predict_seconds',
+                             field_type='metainfo')
+        return data_samples
+
+    def loss(self, inputs: Tensor, data_samples: List[SegDataSample]) -> dict:
+        raise NotImplementedError('OracleBoxSegmentor is a reference for tables, not trained.')
+
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        return [self.sam.encode(img.float()).features for img in inputs]
+
+    def encode_decode(self, inputs: Tensor, batch_data_samples: List[SegDataSample]) -> Tensor:
+        return torch.stack([s.pred_sem_seg.data for s in self.predict(inputs,
+                                                                      batch_data_samples)])
+
+    def _forward(self, inputs: Tensor, data_samples: Optional[List[SegDataSample]] = None):
+        return self.extract_feat(inputs)
+
+
+__all__ = ['OracleBoxSegmentor']
