@@ -23,9 +23,8 @@ def test_build_config_applies_cli_options(test_tool, tmp_path):
     assert cfg.model.sam.arch == 'vit_b'
     assert cfg.model.sam.checkpoint == 'http://127.0.0.1:1/sam_vit_b_01ec64.pth'
     assert cfg.work_dir == str(tmp_path / 'wd')
-    dice, prompt = cfg.test_evaluator
-    assert dice.type == 'PerImageDiceMetric' and dice.out_file == str(tmp_path / 'm.json')
-    assert prompt.type == 'PromptQualityMetric' and 'out_file' not in prompt
+    assert [e.type for e in cfg.test_evaluator] == ['PerImageDiceMetric', 'PromptQualityMetric']
+    assert cfg.test_cfg.out_file == str(tmp_path / 'm.json')
     assert cfg.model.head.num_refinements == 1
     assert cfg.test_dataloader.dataset.data_root == '/d'
     assert cfg.default_hooks.visualization.draw is True
@@ -38,7 +37,7 @@ def test_build_config_defaults(test_tool):
     cfg = test_tool.build_config(test_tool.parse_args([TINY_CONFIG]))
     assert cfg.model.sam.arch == 'tiny' and cfg.model.sam.checkpoint is None
     assert cfg.work_dir == osp.join('./work_dirs', 'persam_sam-tiny_mni152-wm')
-    assert [e.get('out_file') for e in cfg.test_evaluator] == [None, None]
+    assert cfg.test_cfg.get('out_file') is None
 
 
 def test_tiny_config_on_embedded_mni152(mni152_root, run_tool, capsys):
@@ -58,7 +57,7 @@ def test_tiny_config_on_embedded_mni152(mni152_root, run_tool, capsys):
         assert 0 <= entry['dice'] <= 1 and 0 <= entry['iou'] <= entry['dice'] + 1e-9
     assert metrics['per_class']['white matter']['num_images'] == 30
     mean = 100 * sum(e['dice'] for e in metrics['per_image']) / 30
-    assert abs(mean - metrics['mDice']) < 1e-6
+    assert abs(mean - metrics['mDice']) <= 0.005  # the report rounds to 0.01 %
 
 
 def test_cli_script_exit_code_and_message(tmp_path):

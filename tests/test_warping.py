@@ -14,7 +14,7 @@ TINY_NET = dict(channels=(8, 16, 16), stem_channels=8)
 
 def tiny_model(**kwargs) -> WarpingModel:
     cfg = dict(flow_net=TINY_NET, work_size=(32, 32), iters=40, retrain_iters=10,
-               batch_size=2, aug_batch_size=2, lr=3e-3, seed=0)
+               batch_size=2, aug_batch_size=2, optimizer=dict(lr=3e-3), seed=0, amp='none')
     cfg.update(kwargs)
     return WarpingModel(**cfg)
 
@@ -141,7 +141,7 @@ def test_aug_loss_recovers_known_affine():
     # Target: the ellipse shifted by (+3, -2) px and scaled by 1.12.
     tgt_mask = ellipse(h, w, 15.5 + 3, 15.5 - 2, 9 * 1.12, 6 * 1.12)
     model = tiny_model(
-        aug_weight=1.0, iters=150, aug_batch_size=4,
+        loss_weights=dict(aug=1.0), iters=150, aug_batch_size=4,
         augmentation=dict(rotation=10, scale=(0.85, 1.2), translation=0.15,
                           elastic_magnitude=0.5))
     info = model.fit(ref_img, ref_mask, targets=[])
@@ -156,7 +156,8 @@ def test_fit_on_targets_registers_them():
     """L_warp on unlabeled targets of another size moves the mask onto them."""
     ref_mask = ellipse(40, 36, 20, 18, 10, 7)
     tgt_masks = [ellipse(48, 40, 26, 18, 12, 9), ellipse(48, 40, 20, 22, 10, 10)]
-    model = tiny_model(iters=80, similarity='mse', sim_scales=(1, 2), smooth_weight=1e-3)
+    model = tiny_model(iters=80, similarity=dict(type='mse', scales=(1, 2)),
+                       loss_weights=dict(smooth=1e-3))
     model.fit(shape_image(ref_mask), ref_mask, [shape_image(m) for m in tgt_masks])
     warped = model.warp_masks(shape_image(ref_mask), ref_mask,
                               [shape_image(m) for m in tgt_masks])
@@ -173,13 +174,13 @@ def test_fit_is_deterministic_under_seed():
     runs = []
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)  # the global state must not matter
-        model = tiny_model(iters=8, aug_weight=0.5)
+        model = tiny_model(iters=8, loss_weights=dict(aug=0.5))
         info = model.fit(shape_image(ref_mask), ref_mask, tgts)
         flows = model.predict_flow(shape_image(ref_mask), tgts)
         runs.append((info, flows))
     assert runs[0][0]['loss_total'] == runs[1][0]['loss_total']
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
-    other = tiny_model(iters=8, aug_weight=0.5, seed=5)
+    other = tiny_model(iters=8, loss_weights=dict(aug=0.5), seed=5)
     other.fit(shape_image(ref_mask), ref_mask, tgts)
     assert not torch.equal(other.predict_flow(shape_image(ref_mask), tgts)[0], runs[0][1][0])
 
@@ -201,7 +202,7 @@ def test_degenerate_masks(kind):
     img = np.random.default_rng(0).integers(0, 256, (h, w), dtype=np.uint8)
     tgts = [np.roll(img, 1, axis=0), np.random.default_rng(1).integers(0, 256, (15, 22),
                                                                         dtype=np.uint8)]
-    model = tiny_model(iters=3, aug_weight=1.0, work_size=(16, 16))
+    model = tiny_model(iters=3, loss_weights=dict(aug=1.0), work_size=(16, 16))
     info = model.fit(img, mask, tgts)
     assert all(math.isfinite(v) for v in info.values())
     out = model.warp_masks(img, mask, tgts)
@@ -223,7 +224,7 @@ def test_pseudo_label_retraining_continues_training():
     ref_mask = ellipse(32, 32, 16, 16, 8, 6)
     tgt_masks = [ellipse(32, 32, 17, 14, 9, 7), ellipse(32, 32, 15, 17, 7, 7)]
     tgts = [shape_image(m) for m in tgt_masks]
-    model = tiny_model(iters=20, retrain_iters=7, pseudo_weight=1.0)
+    model = tiny_model(iters=20, retrain_iters=7, loss_weights=dict(pseudo=1.0))
     first = model.fit(shape_image(ref_mask), ref_mask, tgts)
     assert model.fitted and first['retrain'] == 0 and 'loss_pseudo' not in first
     before = [p.detach().clone() for p in model.parameters()]
@@ -243,3 +244,39 @@ def test_fit_trains_inside_no_grad():
         model.fit(img, img > 0.5, [torch.rand(32, 32)])
     changed = [k for k, v in model.flow_net.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and bool(model.fitted)
+
+
+def test_working_size_follows_the_image_not_a_fixed_task():
+    from mmseg_medpersam.warping.warping_model import working_size
+    assert working_size((233, 197), 192) == (192, 160)
+    assert working_size((197, 233), 192) == (160, 192)  # another orientation
+    assert working_size((512, 512), 192) == (192, 192)
+    assert working_size((40, 600), 192) == (16, 192)
+    model = WarpingModel(iters=1)
+    assert model._work_size(torch.zeros(300, 100)) == (192, 64)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(iters=-1), 'iters must be an integer >= 0'),
+    (dict(loss_weights=dict(augment=1.0)), "unknown loss_weights \\['augment'\\]"),
+    (dict(similarity=dict(type='mi')), "similarity type must be 'ncc' or 'mse'"),
+    (dict(optimizer=dict(type='Adamm')), "optimizer type 'Adamm' is not a torch.optim class"),
+    (dict(amp='fp8'), "amp must be 'auto', 'bf16' or 'none'"),
+])
+def test_invalid_settings_fail_when_built(kwargs, message):
+    with pytest.raises(ValueError, match='WarpingModel: ' + message):
+        WarpingModel(**kwargs)
+
+
+def test_bf16_fit_stays_close_to_float32():
+    """The bf16 network path trains to (nearly) the same warp as float32."""
+    ref_mask = ellipse(32, 32, 16, 16, 8, 6)
+    tgt_masks = [ellipse(32, 32, 18, 14, 9, 7)]
+    outs = []
+    for amp in ('none', 'bf16'):
+        model = tiny_model(iters=60, amp=amp)
+        model.fit(shape_image(ref_mask), ref_mask, [shape_image(m) for m in tgt_masks])
+        outs.append(model.warp_masks(shape_image(ref_mask), ref_mask,
+                                     [shape_image(m) for m in tgt_masks])[0].numpy() > 0.5)
+    assert dice(outs[0], outs[1]) > 0.95
+    assert dice(outs[1], tgt_masks[0]) > dice(ref_mask, tgt_masks[0])

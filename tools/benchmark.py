@@ -20,10 +20,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
+
 from mmengine.runner import Runner  # noqa: E402
 
 import mmseg_medpersam  # noqa: E402,F401
+from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
 from mmseg_medpersam.sam import build_sam_model  # noqa: E402
 
 
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     group.add_argument('--random-weights', action='store_true',
                        help='save and load a random SAM of each arch (speed only)')
     parser.add_argument('--device', help="e.g. 'cuda:0' (default: what the Runner picks)")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction)
     parser.add_argument('--json', help='write the results here too')
     args = parser.parse_args(argv)
     tool = load_test_tool()

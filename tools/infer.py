@@ -20,13 +20,16 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 
 import mmseg_medpersam  # noqa: E402,F401
+from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
 from mmseg_medpersam.datasets.io import OneShotDataError, load_image  # noqa: E402
+from mmseg_medpersam.engine.transductive import fit_transductive  # noqa: E402
 from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
+from mmseg_medpersam.segmentors.one_shot_sam import sample_key  # noqa: E402
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.dcm', '.nii', '.nii.gz')
 COLOURS = np.array([[0, 0, 0], [255, 64, 64], [64, 255, 64], [64, 128, 255], [255, 200, 0],
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--binary-255', action='store_true', help='write one class as 0/255')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction)
     args = parser.parse_args(argv)
 
     cfg = Config.fromfile(args.config)
@@ -88,6 +91,7 @@ def main(argv=None) -> int:
         cfg.model.sam.checkpoint = args.checkpoint
     try:
         model = MODELS.build(cfg.model).to(args.device).eval()
+        model.begin_run()
         model.get_reference({})  # a bad reference stops here, before any target
     except (CheckpointError, OneShotDataError) as e:
         print(f'error: {e}', file=sys.stderr)
@@ -108,14 +112,13 @@ def main(argv=None) -> int:
     tensors = [torch.from_numpy(i).permute(2, 0, 1).float().to(args.device) for i in images]
     os.makedirs(osp.join(args.out_dir, 'masks'), exist_ok=True)
     os.makedirs(osp.join(args.out_dir, 'overlays'), exist_ok=True)
+    priors = {}
     with torch.no_grad():
         if getattr(model.head, 'transductive', False) and tensors:
-            model.fit_transductive(tensors, metas)
-            for _ in range(getattr(model.head, 'retrain_rounds', 0)):
-                pseudo = [model.predict_labels(t, m) for t, m in zip(tensors, metas)]
-                model.fit_transductive(tensors, metas, pseudo_labels=pseudo)
+            priors, _ = fit_transductive(model, tensors, metas)
         for img, t, meta in zip(images, tensors, metas):
-            labels = model.predict_labels(t, meta).numpy().astype(np.uint8)
+            results = model.segment(t, meta, priors.get(sample_key(meta)))
+            labels = model.merge_classes(results, tuple(t.shape[-2:])).numpy().astype(np.uint8)
             stem = osp.basename(meta['img_path'])
             for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
                 if stem.lower().endswith(suffix):

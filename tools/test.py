@@ -10,14 +10,15 @@ import json
 import os
 import os.path as osp
 import sys
-import time
+from typing import Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmseg_medpersam  # noqa: E402,F401  (registers modules; mmcv-lite compat first)
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
 from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
 from mmseg_medpersam.engine import OneShotTargetsFailed  # noqa: E402
 from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
@@ -30,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out-metrics', help='write {"mDice", "mIoU", "per_image": [...]} here')
     parser.add_argument('--show-dir', help='save prediction overlays to this folder')
     parser.add_argument('--device', help="run on this device, e.g. 'cpu' or 'cuda:0'")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction,
                         help='override config entries, e.g. model.head.num_refinements=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
@@ -58,11 +59,7 @@ def build_config(args: argparse.Namespace) -> Config:
             cfg.model.sam.checkpoint = args.checkpoint
     cfg.load_from = None  # SAM's weights load inside the model; nothing else to load
     if args.out_metrics:
-        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) \
-            else [cfg.test_evaluator]
-        for ev in evaluators:
-            if ev.get('type') == 'PerImageDiceMetric':
-                ev['out_file'] = args.out_metrics
+        cfg.test_cfg.out_file = args.out_metrics
     if args.show_dir:
         cfg.default_hooks.visualization.draw = True
         cfg.default_hooks.visualization.interval = 1
@@ -72,51 +69,47 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def add_other_metrics(path: str, metrics: dict, run: dict) -> None:
-    """Add the run's facts and other evaluators' figures (prompt quality) to the metrics JSON."""
-    if not osp.isfile(path):
-        return
-    with open(path) as f:
-        out = json.load(f)
-    out['run'] = run
-    for key, value in metrics.items():
-        if '/' in key:  # prefixed by another metric, e.g. 'prompt/pos_precision'
-            group, name = key.split('/', 1)
-            out.setdefault(group, {})[name] = value
-    with open(path, 'w') as f:
-        json.dump(out, f, indent=2)
-
-
 def _cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
 
 
-def method_name(runner: Runner) -> str:
-    """The method the model runs, as tables name it (``model.method_name``)."""
-    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-    return getattr(model, 'method_name', type(model).__name__)
+def config_error_message(err: BaseException) -> str:
+    """One line for a bad setting: the innermost message, without mmengine's wrapping."""
+    text = str(err.args[0]) if err.args else str(err)
+    return text.strip().splitlines()[-1] if text.strip() else type(err).__name__
 
 
-def device_name(runner: Runner) -> str:
-    import torch
-    param = next(iter(runner.model.parameters()), None)
-    device = param.device if param is not None else torch.device('cpu')
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'CPU ({os.cpu_count()} cores)'
+def build_runner(cfg: Config, device: Optional[str]) -> Runner:
+    """The Runner with its model built (settings are checked here) on ``device``."""
+    if device and device.startswith('cuda') and not _cuda_available():
+        raise ConfigError(f'--device {device}: no CUDA device on this machine; use --device cpu '
+                          '(or leave --device out).')
+    try:
+        runner = Runner.from_cfg(cfg)
+    except (KeyError, ValueError, TypeError) as e:
+        if isinstance(e, (CheckpointError, OneShotDataError)):
+            raise
+        raise ConfigError(f'{cfg.filename}: {config_error_message(e)}') from e
+    if device:
+        runner.model.to(device)
+    return runner
+
+
+class ConfigError(RuntimeError):
+    """A setting of the config or the command line cannot be used (exit code 4)."""
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = build_config(args)
-    start = time.perf_counter()
-    code = 0
     try:
-        runner = Runner.from_cfg(cfg)
-        if args.device:
-            runner.model.to(args.device)
+        cfg = build_config(args)
+        runner = build_runner(cfg, args.device)
         metrics = runner.test()
+        code = 0
+    except ConfigError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 4
     except CheckpointError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
@@ -128,10 +121,7 @@ def main(argv=None) -> int:
         return 3
     print(json.dumps(metrics, indent=2))
     if args.out_metrics:
-        run = dict(config=args.config, method=method_name(runner), device=device_name(runner),
-                   wall_seconds=round(time.perf_counter() - start, 2))
-        add_other_metrics(args.out_metrics, metrics, run)
-        print(f'per-image metrics written to {args.out_metrics}')
+        print(f'metrics written to {args.out_metrics}')
     return code
 
 

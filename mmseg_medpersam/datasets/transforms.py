@@ -9,7 +9,9 @@ from mmseg.registry import TRANSFORMS
 
 from .io import check_same_size, load_image, load_label_map
 
-ONE_SHOT_META_KEYS = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
+# What the model may see of a target besides its pixels. The target's own mask path is NOT
+# here: methods never look at a target's label (the evaluators get it as ``gt_sem_seg``).
+ONE_SHOT_META_KEYS = ('img_path', 'sample_idx', 'ori_shape', 'img_shape', 'pad_shape',
                       'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
                       'slice_index', 'axis', 'num_classes', 'window', 'ref_img_path',
                       'ref_seg_map_path', 'ref_slice_index')

@@ -1,4 +1,5 @@
-"""Test-time engine: the one-shot (and transductive) test loop."""
+"""Test-time engine: the one-shot test loop and the one transductive procedure."""
 from .test_loop import OneShotTargetsFailed, OneShotTestLoop
+from .transductive import fit_transductive
 
-__all__ = ['OneShotTestLoop', 'OneShotTargetsFailed']
+__all__ = ['OneShotTestLoop', 'OneShotTargetsFailed', 'fit_transductive']

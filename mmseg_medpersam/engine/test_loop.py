@@ -1,25 +1,33 @@
 """``OneShotTestLoop``: mmengine's test loop, made for one-shot tasks.
 
-* the reference is loaded and checked before any target is touched (a bad reference fails at
-  once, nothing computed is lost);
-* transductive heads (Med-PerSAM) are fitted on the whole unlabeled test set first, predict,
-  optionally retrain on their own refined predictions, and predict again;
+* a run starts from scratch (``model.begin_run``) and loads and checks the reference before
+  any target is touched (a bad reference fails at once, nothing computed is lost);
+* transductive heads (Med-PerSAM) are fitted on the WHOLE unlabeled test set first
+  (``engine.transductive``), whatever the number of processes: rank 0 fits, the targets'
+  priors are broadcast, and every rank predicts its shard with them;
 * a target that cannot be read or used is reported by name and skipped: the others are still
-  segmented and scored, the metrics are written, and the loop then raises one error listing the
-  failed files.
+  segmented and scored, the metrics file is written, and the loop then raises one error
+  listing the failed files;
+* the one metrics report (``out_file``): summary, per-class and per-image scores, prompt
+  quality, skipped targets, the transductive fit's log and the run's facts.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+import os
+import time
+from typing import List, Optional, Tuple
 
 import torch
-from mmengine.dist import get_world_size
+from mmengine.dist import all_gather_object, broadcast_object_list, get_rank, get_world_size
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop
 from mmseg.registry import LOOPS
 
 from ..datasets.io import OneShotDataError
+from ..evaluation.report import write_report
+from ..segmentors.one_shot_sam import PRIOR_KEY, sample_key
+from .transductive import fit_transductive
 
 
 class OneShotTargetsFailed(OneShotDataError):
@@ -30,7 +38,16 @@ class OneShotTargetsFailed(OneShotDataError):
 
 @LOOPS.register_module()
 class OneShotTestLoop(TestLoop):
-    """Test loop for one-shot segmentors (see module docstring)."""
+    """Test loop for one-shot segmentors (see module docstring).
+
+    Args:
+        out_file: where to write the metrics report (``tools/test.py --out-metrics``).
+    """
+
+    def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
+                 out_file: Optional[str] = None) -> None:
+        super().__init__(runner, dataloader, evaluator, fp16=fp16)
+        self.out_file = out_file
 
     @property
     def model(self):
@@ -44,8 +61,8 @@ class OneShotTestLoop(TestLoop):
             with torch.no_grad():
                 self.model.get_reference(dataset.get_data_info(0))
 
-    def iter_batches(self, failures: List[Tuple[str, str]]):
-        """Batches of the dataloader; a sample that fails to load is recorded and skipped."""
+    def iter_batches(self, failures: List[str]):
+        """Batches of this rank's dataloader; a sample that fails to load is skipped."""
         iterator = iter(self.dataloader)
         while True:
             try:
@@ -53,64 +70,96 @@ class OneShotTestLoop(TestLoop):
             except StopIteration:
                 return
             except OneShotDataError as e:
-                failures.append(('data', str(e)))
+                failures.append(str(e))
                 print_log(f'skipped a target: {e}', logger='current', level=40)
 
-    def fit_transductive(self, batches: list, failures: List[Tuple[str, str]]) -> None:
-        """Fit the head on the unlabeled targets, then retrain on its own predictions.
-
-        fit -> predict -> retrain -> ... (``head.retrain_rounds`` times); the final prediction
-        is the evaluation pass of ``run``. Ground truth is never looked at here.
-        """
-        model = self.model
-        if get_world_size() > 1:
-            raise RuntimeError(
-                'transductive heads (Med-PerSAM) fit on the whole unlabeled test set, which '
-                'one process must see: run tools/test.py without a launcher (one GPU).')
+    def all_targets(self, failures: List[str]):
+        """Every target of the dataset (not only this rank's shard), preprocessed."""
+        dataset, collate = self.dataloader.dataset, self.dataloader.collate_fn
         images, metas = [], []
-        with torch.no_grad():
-            for batch in batches:
-                data = model.data_preprocessor(batch, False)
-                for img, sample in zip(data['inputs'], data['data_samples']):
-                    h, w = sample.metainfo.get('img_shape', img.shape[-2:])
-                    images.append(img[:, :h, :w].float())
-                    metas.append(sample.metainfo)
-        if not images:
-            return
-        model.fit_transductive(images, metas)
-        for round_ in range(getattr(model.head, 'retrain_rounds', 0)):
-            pseudo = []
-            with torch.no_grad():
-                for img, meta in zip(images, metas):
-                    pseudo.append(model.predict_labels(img, meta))
-            print_log(f'retraining round {round_ + 1}: pseudo-labels for {len(pseudo)} targets',
-                      logger='current')
-            model.fit_transductive(images, metas, pseudo_labels=pseudo)
+        for i in range(len(dataset)):
+            try:
+                batch = collate([dataset[i]])
+            except OneShotDataError as e:
+                failures.append(str(e))
+                print_log(f'skipped a target: {e}', logger='current', level=40)
+                continue
+            data = self.model.data_preprocessor(batch, False)
+            for img, sample in zip(data['inputs'], data['data_samples']):
+                h, w = sample.metainfo.get('img_shape', img.shape[-2:])
+                images.append(img[:, :h, :w].float())
+                metas.append(sample.metainfo)
+        return images, metas
+
+    def fit(self, failures: List[str]) -> Tuple[dict, Optional[dict]]:
+        """Fit the transductive head on all targets (rank 0) and share the priors."""
+        priors, log = {}, None
+        if get_rank() == 0:
+            images, metas = self.all_targets(failures)
+            if images:
+                priors, log = fit_transductive(self.model, images, metas)
+        if get_world_size() > 1:
+            shared = [{k: {c: p.cpu() for c, p in v.items()} for k, v in priors.items()}, log]
+            broadcast_object_list(shared, src=0)
+            priors, log = shared
+        return priors, log
 
     def run(self) -> dict:
+        start = time.perf_counter()
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
+        if hasattr(self.model, 'begin_run'):
+            self.model.begin_run()
         self.check_reference()
-        failures: List[Tuple[str, str]] = []
-        batches = self.iter_batches(failures)
+        failures: List[str] = []
+        priors, fit_log = {}, None
         if getattr(getattr(self.model, 'head', None), 'transductive', False):
-            batches = list(batches)  # every target is needed before the first prediction
-            self.fit_transductive(batches, failures)
-        for idx, data_batch in enumerate(batches):
+            with torch.no_grad():
+                priors, fit_log = self.fit(failures)
+        for idx, data_batch in enumerate(self.iter_batches(failures)):
+            for sample in data_batch['data_samples']:
+                prior = priors.get(sample_key(sample.metainfo))
+                if prior is not None:
+                    sample.set_metainfo({PRIOR_KEY: prior})
             try:
                 self.run_iter(idx, data_batch)
             except OneShotDataError as e:
-                failures.append(('target', str(e)))
+                failures.append(str(e))
                 print_log(f'skipped a target: {e}', logger='current', level=40)
+        # One entry per file, whichever rank (and the fit) met it.
+        failures = sorted({msg for part in all_gather_object(failures) for msg in part})
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
+        details = {k: metrics.pop(k) for k in ('per_image', 'per_class') if k in metrics}
+        if self.out_file and get_rank() == 0:
+            run = dict(config=getattr(self.runner.cfg, 'filename', None),
+                       method=getattr(self.model, 'method_name', type(self.model).__name__),
+                       device=device_name(self.model),
+                       processes=get_world_size(),
+                       wall_seconds=round(time.perf_counter() - start, 2))
+            write_report(self.out_file, metrics, details, skipped=failures,
+                         transductive=fit_log, run=run)
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         self.runner.call_hook('after_test')
         if failures:
-            listing = '\n  '.join(msg for _, msg in failures)
+            listing = '\n  '.join(failures)
             error = OneShotTargetsFailed(
                 f'{len(failures)} target(s) could not be segmented; the metrics above cover '
-                f'the other {len(self.dataloader.dataset) - len(failures)}:\n  {listing}')
+                f'the others:\n  {listing}')
             error.metrics = metrics
             raise error
         return metrics
+
+
+def device_name(model: torch.nn.Module) -> str:
+    """The GPU's name, or the CPU and its core count."""
+    param = next(iter(model.parameters()), None)
+    buffer = next(iter(model.buffers()), None)
+    tensor = param if param is not None else buffer
+    device = tensor.device if tensor is not None else torch.device('cpu')
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return f'CPU ({os.cpu_count()} cores)'
+
+
+__all__ = ['OneShotTestLoop', 'OneShotTargetsFailed', 'device_name']

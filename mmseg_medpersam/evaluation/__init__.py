@@ -1,5 +1,6 @@
-"""Metrics: per-image foreground Dice/IoU and the quality of generated prompts."""
-from .dice_metric import PerImageDiceMetric, dice_iou
+"""Metrics: per-image foreground Dice/IoU, the quality of generated prompts, the run report."""
+from .dice_metric import PerImageDiceMetric
 from .prompt_metric import PromptQualityMetric, prompt_figures
+from .report import write_report
 
-__all__ = ['PerImageDiceMetric', 'dice_iou', 'PromptQualityMetric', 'prompt_figures']
+__all__ = ['PerImageDiceMetric', 'PromptQualityMetric', 'prompt_figures', 'write_report']

@@ -6,8 +6,6 @@ class; the summary is the mean (and std) over images, then over classes, in perc
 """
 from __future__ import annotations
 
-import json
-import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
@@ -17,15 +15,7 @@ from mmengine.logging import print_log
 from mmseg.registry import METRICS
 
 from ..datasets.io import IGNORE_INDEX
-
-
-def dice_iou(pred: np.ndarray, gt: np.ndarray) -> tuple:
-    """Dice and IoU of two bool masks; (nan, nan) when both are empty (nothing to find)."""
-    inter = float(np.logical_and(pred, gt).sum())
-    p, g = float(pred.sum()), float(gt.sum())
-    if p + g == 0:
-        return float('nan'), float('nan')
-    return 2 * inter / (p + g), inter / (p + g - inter)
+from ..utils.masks import dice_iou
 
 
 @METRICS.register_module()
@@ -33,19 +23,13 @@ class PerImageDiceMetric(BaseMetric):
     """Foreground Dice/IoU per image and class; mean and std over images.
 
     Images where a class is absent from both the prediction and the ground truth do not count
-    for that class (there is nothing to score). Pixels labelled 255 are ignored.
-
-    Args:
-        out_file: where to also write the JSON summary with every image's scores
-            (``tools/test.py --out-metrics`` sets it).
+    for that class (there is nothing to score: ``utils.masks``' convention). Pixels labelled
+    255 are ignored. Besides the summary (mDice, mDice_std, mIoU in percent) the metrics carry
+    ``per_class`` and ``per_image`` (in dataset order, one entry per image whatever the number
+    of processes), which the test loop writes to its report.
     """
 
     default_prefix: Optional[str] = None
-
-    def __init__(self, out_file: Optional[str] = None, collect_device: str = 'cpu',
-                 prefix: Optional[str] = None) -> None:
-        super().__init__(collect_device=collect_device, prefix=prefix)
-        self.out_file = out_file
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         num_classes = len(self.dataset_meta['classes']) if self.dataset_meta else None
@@ -60,10 +44,14 @@ class PerImageDiceMetric(BaseMetric):
             path = sample.get('img_path', '')
             index = sample.get('slice_index')
             name = osp.basename(path) if index is None else f'{osp.basename(path)}#{index}'
-            self.results.append(dict(img=name, scores=scores,
+            self.results.append(dict(img=name, scores=scores, order=sample.get('sample_idx'),
                                      seconds=sample.get('predict_seconds')))
 
-    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+    def compute_metrics(self, results: List[dict]) -> Dict[str, object]:
+        # Dataset order, each image once (samplers of several processes pad with repeats).
+        if all(r.get('order') is not None for r in results):
+            results = list({r['order']: r for r in sorted(results,
+                                                          key=lambda r: r['order'])}.values())
         classes = self.dataset_meta['classes'] if self.dataset_meta else None
         class_ids = sorted({c for r in results for c in r['scores']})
         summary: Dict[str, float] = {}
@@ -87,39 +75,25 @@ class PerImageDiceMetric(BaseMetric):
         lines = [f'{name}: Dice {v["dice"]:.2f} +- {v["dice_std"]:.2f}, IoU {v["iou"]:.2f} '
                  f'({v["num_images"]} images)' for name, v in per_class.items()]
         print_log('per-image foreground scores\n' + '\n'.join(lines), logger='current')
-        if self.out_file:
-            self.write_json(self.out_file, summary, per_class, results)
-        return {k: round(v, 2) if k != 'sec_per_img' else round(v, 3) for k, v in summary.items()}
-
-    @staticmethod
-    def write_json(path: str, summary: dict, per_class: dict, results: List[dict]) -> None:
-        per_image = []
-        for r in results:
-            d = [v[0] for v in r['scores'].values() if not np.isnan(v[0])]
-            j = [v[1] for v in r['scores'].values() if not np.isnan(v[1])]
-            entry = dict(img=r['img'], dice=float(np.mean(d)) if d else None,
-                         iou=float(np.mean(j)) if j else None)
-            if len(r['scores']) > 1:
-                entry['per_class'] = {str(c): dict(dice=v[0], iou=v[1])
-                                      for c, v in r['scores'].items()}
-            if r.get('seconds') is not None:
-                entry['seconds'] = r['seconds']
-            per_image.append(entry)
-        out = dict(summary, per_class=per_class, per_image=per_image)
-        if osp.dirname(path):
-            os.makedirs(osp.dirname(path), exist_ok=True)
-        with open(path, 'w') as f:
-            json.dump(_finite(out), f, indent=2, allow_nan=False)
+        out: Dict[str, object] = {k: round(v, 2) if k != 'sec_per_img' else round(v, 3)
+                                  for k, v in summary.items()}
+        out['per_class'] = per_class
+        out['per_image'] = per_image_entries(results)
+        return out
 
 
-def _finite(value):
-    """JSON has no NaN: undefined scores are written as null."""
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+def per_image_entries(results: List[dict]) -> List[dict]:
+    """One report entry per image: mean Dice/IoU over its scored classes, per class if many."""
+    entries = []
+    for r in results:
+        d = [v[0] for v in r['scores'].values() if not np.isnan(v[0])]
+        j = [v[1] for v in r['scores'].values() if not np.isnan(v[1])]
+        entry = dict(img=r['img'], dice=float(np.mean(d)) if d else None,
+                     iou=float(np.mean(j)) if j else None)
+        if len(r['scores']) > 1:
+            entry['per_class'] = {str(c): dict(dice=v[0], iou=v[1])
+                                  for c, v in r['scores'].items()}
+        if r.get('seconds') is not None:
+            entry['seconds'] = r['seconds']
+        entries.append(entry)
+    return entries

@@ -45,6 +45,9 @@ class BaseOneShotHead(nn.Module, metaclass=ABCMeta):
     transductive = False
     method_name = 'one-shot head'  # how tables name the method
 
+    def reset(self) -> None:
+        """Forget what earlier runs fitted (called when a run starts)."""
+
     def prepare(self, sam: SAMBackend, reference: ReferenceContext) -> None:
         """Compute per-reference state into ``reference.cache`` (default: nothing)."""
 

@@ -19,6 +19,14 @@ from ..utils.validate import check_number
 from .base import BaseOneShotHead, HeadResult
 from .refinement import logits_to_mask, to_image_logits
 
+RGB_MAX = 255.0  # images reach heads as RGB 0..255
+
+
+def unit_range(image: Tensor) -> Tensor:
+    """An RGB 0..255 image scaled to [0, 1], so the warper's intensity scaling never guesses."""
+    return image / RGB_MAX
+
+
 DEFAULT_PROMPTS = (
     dict(type='MaskPrompt', logit_scale=8.0),
     dict(type='BoxPrompt', margin=0.0),
@@ -99,6 +107,11 @@ class MedPerSAMHead(BaseOneShotHead):
         self._single = torch.nn.ModuleDict()
 
     # ------------------------------------------------------------------ warping
+    def reset(self) -> None:
+        """Forget the warping models fitted in earlier runs."""
+        self.warpers.clear()
+        self._single.clear()
+
     @staticmethod
     def _slot(*keys: str) -> str:
         """A ModuleDict key (no dots) for a reference, or a reference and one target."""
@@ -126,8 +139,7 @@ class MedPerSAMHead(BaseOneShotHead):
             self.warpers[slot] = self._new_warper(ref.image.device)
         warper = self.warpers[slot]
         start = time.perf_counter()
-        # Images are RGB 0..255: hand the warper [0, 1] so its scaling never guesses.
-        targets = [img / 255 for img in images]
+        targets = [unit_range(img) for img in images]
         pseudo = None
         if pseudo_labels is not None:
             pseudo = self._trusted_pseudo_labels(warper, ref, targets, pseudo_labels)
@@ -136,14 +148,14 @@ class MedPerSAMHead(BaseOneShotHead):
             print_log('no refined mask agrees with its warped mask (Dice >= '
                       f'{self.pseudo_min_dice}): retraining skipped', logger='current')
         else:
-            log = dict(warper.fit(ref.image / 255, self._foreground(ref), targets,
+            log = dict(warper.fit(unit_range(ref.image), self._foreground(ref), targets,
                                   pseudo_labels=pseudo))
         if pseudo is not None:
             log['pseudo_labels_used'] = sum(p is not None for p in pseudo)
         classes = sorted(references)
         stack = torch.stack([references[c].mask.float() for c in classes])  # one flow, C maps
         priors = [dict(zip(classes, warped.reshape(len(classes), *warped.shape[-2:])))
-                  for warped in warper.warp_masks(ref.image / 255, stack, targets)]
+                  for warped in warper.warp_masks(unit_range(ref.image), stack, targets)]
         log['seconds'] = time.perf_counter() - start
         print_log(f'Med-PerSAM warping {"re" if pseudo is not None else ""}fit on '
                   f'{len(images)} targets: {log["seconds"]:.1f} s', logger='current')
@@ -158,12 +170,13 @@ class MedPerSAMHead(BaseOneShotHead):
         warped mask wholesale (SAM latched onto another structure) would teach the warping
         model the wrong thing, so it is left out (None) of the retraining.
         """
-        fg = [p > 0 for p in pseudo_labels]
+        fg = [None if p is None else p > 0 for p in pseudo_labels]
         if self.pseudo_min_dice <= 0:
             return fg
-        warped = warper.warp_masks(ref.image / 255, self._foreground(ref).float(), targets)
-        return [p if not dice(p, w.to(p.device) > self.prior_threshold) < self.pseudo_min_dice
-                else None for p, w in zip(fg, warped)]
+        warped = warper.warp_masks(unit_range(ref.image), self._foreground(ref).float(),
+                                   targets)
+        return [None if p is None or dice(p, w.to(p.device) > self.prior_threshold)
+                < self.pseudo_min_dice else p for p, w in zip(fg, warped)]
 
     def _prior(self, ctx: PromptContext) -> Tensor:
         """The warped reference mask on the target.
@@ -182,10 +195,10 @@ class MedPerSAMHead(BaseOneShotHead):
             if slot not in self._single:
                 self._single.clear()  # one target at a time
                 self._single[slot] = self._new_warper(ctx.image.device)
-                self._single[slot].fit(ref.image / 255, self._foreground(ref),
-                                       [ctx.image / 255])
+                self._single[slot].fit(unit_range(ref.image), self._foreground(ref),
+                                       [unit_range(ctx.image)])
             warper = self._single[slot]
-        return warper.warp_masks(ref.image / 255, ref.mask, [ctx.image / 255])[0]
+        return warper.warp_masks(unit_range(ref.image), ref.mask, [unit_range(ctx.image)])[0]
 
     # ------------------------------------------------------------------ prediction
     def predict(self, sam: Optional[SAMBackend], ctx: PromptContext) -> HeadResult:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +18,10 @@ from torch import Tensor
 from ..datasets.io import OneShotDataError, check_same_size, load_image, load_label_map
 from ..heads.base import BaseOneShotHead, HeadResult
 from ..prompts.context import PromptContext, ReferenceContext
+
+
+#: metainfo key of a target's prior (per class), set by the test loop after a transductive fit.
+PRIOR_KEY = 'transductive_prior'
 
 
 @dataclass
@@ -66,10 +70,16 @@ class OneShotSAMSegmentor(BaseSegmentor):
         self.num_classes = num_classes
         self.window = window
         self.align_corners = False
+        # Loaded, encoded and prepared references of the current run (``begin_run`` clears).
         self._references: Dict[str, ReferenceSet] = {}
-        self.priors: Dict[str, Dict[int, Tensor]] = {}  # per target key and class (Med-PerSAM)
-        self.fit_logs: List[dict] = []  # one entry per transductive (re)fit
         self.register_buffer('_device_anchor', torch.zeros(0), persistent=False)
+
+    def begin_run(self) -> None:
+        """Start a run from scratch: forget references, their fits and cached embeddings."""
+        self._references.clear()
+        if self.sam is not None:
+            self.sam.clear_cache()
+        self.head.reset()
 
     # ------------------------------------------------------------------ reference
     def _reference_spec(self, metainfo: dict) -> dict:
@@ -129,38 +139,40 @@ class OneShotSAMSegmentor(BaseSegmentor):
 
     # ------------------------------------------------------------------ transductive fit
     def fit_transductive(self, images: List[Tensor], metainfos: List[dict],
-                         pseudo_labels: Optional[List[Tensor]] = None) -> dict:
-        """Fit a transductive head on the unlabeled targets (and, later, its pseudo-labels).
+                         pseudo_labels: Optional[List[Optional[Tensor]]] = None
+                         ) -> Tuple[Dict[str, Dict[int, Tensor]], dict]:
+        """Fit a transductive head on the unlabeled targets (and, later, pseudo-labels).
 
-        The head's priors for every target are stored in ``self.priors`` and used by
-        ``predict``. Targets are grouped by reference. Returns the head's fit log.
+        Targets are grouped by reference. Returns the prior of every target (by
+        ``sample_key``, then class: what ``segment`` takes) and the head's fit log per
+        reference.
         """
         groups: Dict[str, List[int]] = {}
         for i, meta in enumerate(metainfos):
             groups.setdefault(sample_key(self._reference_spec(meta)), []).append(i)
+        all_priors: Dict[str, Dict[int, Tensor]] = {}
         log = {}
         for ref_key, idx in groups.items():
             ref = self.get_reference(metainfos[idx[0]])
-            keys = [sample_key(metainfos[i]) for i in idx]
             labels = None if pseudo_labels is None else [pseudo_labels[i] for i in idx]
             priors, log[ref_key] = self.head.fit_transductive(
                 self.sam, ref.classes, [images[i] for i in idx], labels)
-            for key, prior in zip(keys, priors):
-                self.priors[key] = prior
-        self.fit_logs.append(log)
-        return log
-
-    def predict_labels(self, image: Tensor, metainfo: dict) -> Tensor:
-        """(H, W) label map of one target (what retraining uses as a pseudo-label)."""
-        return self.merge_classes(self.segment(image, metainfo), tuple(image.shape[-2:]))
+            for i, prior in zip(idx, priors):
+                all_priors[sample_key(metainfos[i])] = prior
+        return all_priors, log
 
     # ------------------------------------------------------------------ prediction
-    def segment(self, image: Tensor, metainfo: dict) -> Dict[int, HeadResult]:
-        """Per-class head results for one (3, H, W) RGB target image."""
+    def segment(self, image: Tensor, metainfo: dict,
+                priors: Optional[Dict[int, Tensor]] = None) -> Dict[int, HeadResult]:
+        """Per-class head results for one (3, H, W) RGB target image.
+
+        ``priors``: per class, the target's prior from ``fit_transductive`` (Med-PerSAM's
+        warped reference mask), if any.
+        """
         ref = self.get_reference(metainfo)
         key = sample_key(metainfo)
         emb = self.sam.encode(image, key=key) if self.sam is not None else None
-        priors = self.priors.get(key, {})
+        priors = priors or {}
         results = {}
         for c, ref_ctx in ref.classes.items():
             ctx = PromptContext(reference=ref_ctx, target=emb, image=image, prior=priors.get(c),
@@ -191,7 +203,7 @@ class OneShotSAMSegmentor(BaseSegmentor):
             meta = sample.metainfo
             h, w = meta.get('img_shape', image.shape[-2:])
             start = time.perf_counter()
-            results = self.segment(image[:, :h, :w].float(), meta)
+            results = self.segment(image[:, :h, :w].float(), meta, meta.get(PRIOR_KEY))
             labels = self.merge_classes(results, (h, w))
             ori = tuple(meta.get('ori_shape', (h, w)))
             if ori != (h, w):
@@ -223,6 +235,9 @@ class OneShotSAMSegmentor(BaseSegmentor):
             'PerSAM-F and Med-PerSAM happen inside the test loop).')
 
     def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        """The promptable model's image embeddings (none for a method without SAM)."""
+        if self.sam is None:
+            return []
         return [self.sam.encode(img.float()).features for img in inputs]
 
     def encode_decode(self, inputs: Tensor, batch_data_samples: List[SegDataSample]) -> Tensor:
@@ -233,4 +248,4 @@ class OneShotSAMSegmentor(BaseSegmentor):
         return self.extract_feat(inputs)
 
 
-__all__ = ['OneShotSAMSegmentor', 'ReferenceSet', 'sample_key']
+__all__ = ['OneShotSAMSegmentor', 'ReferenceSet', 'sample_key', 'PRIOR_KEY']

@@ -9,9 +9,14 @@ from torch import Tensor
 
 
 def _box_mean(x: Tensor, window: int) -> Tensor:
-    """Local mean over a ``window x window`` box (zero padding, true-count normalised)."""
-    return F.avg_pool2d(x, window, stride=1, padding=window // 2,
-                        count_include_pad=False)
+    """Local mean over a ``window x window`` box (zero padding, true-count normalised).
+
+    Computed as two 1D means (rows, then columns): the same numbers as a 2D box at a quarter
+    of the cost for a 9 x 9 window, since the true counts factorise too.
+    """
+    r = window // 2
+    x = F.avg_pool2d(x, (1, window), stride=1, padding=(0, r), count_include_pad=False)
+    return F.avg_pool2d(x, (window, 1), stride=1, padding=(r, 0), count_include_pad=False)
 
 
 def local_ncc_loss(pred: Tensor, target: Tensor, window: int = 9,

@@ -63,7 +63,8 @@ def warp(src: Tensor, flow: Tensor, mode: str = 'bilinear',
                          align_corners=True)
 
 
-def _size2(size) -> Tuple[int, int]:
+def size2(size) -> Tuple[int, int]:
+    """``(h, w)`` from an int or an (h, w) pair."""
     if isinstance(size, int):
         return size, size
     h, w = size
@@ -76,7 +77,7 @@ def resize_flow(flow: Tensor, size: Sequence[int] | int) -> Tensor:
     The resized flow describes the same geometric mapping, in pixels of the new grid, so a flow
     predicted at a working resolution warps full-resolution images.
     """
-    h, w = _size2(size)
+    h, w = size2(size)
     h0, w0 = flow.shape[-2:]
     if (h, w) == (h0, w0):
         return flow
@@ -91,7 +92,7 @@ def resize_image(img: Tensor, size: Sequence[int] | int, mode: str = 'bilinear')
 
     Downsampling is antialiased so fine structures are averaged rather than aliased.
     """
-    h, w = _size2(size)
+    h, w = size2(size)
     if tuple(img.shape[-2:]) == (h, w):
         return img
     if mode == 'nearest':

@@ -15,21 +15,23 @@ to each target's original size, whatever the sizes of reference and targets.
 """
 from __future__ import annotations
 
-import math
 import time
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..utils.validate import check_number
 from .augment import RandomDeformation
-from .flow_net import FlowUNet
+from .flow_net import FlowUNet  # noqa: F401  (registers the default flow network)
 from .losses import mask_loss, similarity_loss, smoothness_loss
-from .spatial_transformer import resize_flow, resize_image, warp
+from .spatial_transformer import resize_flow, resize_image, size2, warp
 
 ArrayLike = Union[np.ndarray, Tensor]
 _RGB_WEIGHTS = (0.299, 0.587, 0.114)
@@ -77,107 +79,136 @@ def to_mask(mask: ArrayLike) -> Tensor:
     return m.float()
 
 
-def _pair(size: Union[int, Sequence[int], None]) -> Optional[Tuple[int, int]]:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return size, size
-    return int(size[0]), int(size[1])
+def working_size(shape: Sequence[int], long_side: int, multiple: int = 16) -> Tuple[int, int]:
+    """The network's input size for an image of ``shape``: longest side ``long_side``,
+    aspect ratio kept, both sides rounded to a multiple of ``multiple`` (the U-Net's stride)."""
+    h, w = int(shape[-2]), int(shape[-1])
+    scale = long_side / max(h, w)
+    return (max(multiple, int(round(h * scale / multiple)) * multiple),
+            max(multiple, int(round(w * scale / multiple)) * multiple))
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 autocast has fast kernels here (recent GPUs, AVX512-BF16/AMX CPUs)."""
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    if device.type == 'cpu':
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+DEFAULT_SIMILARITY = dict(type='ncc', window=9, scales=(1, 2, 4))
+DEFAULT_LOSS_WEIGHTS = dict(similarity=1.0, smooth=0.01, aug=0.1, pseudo=1.0, mask_bce=0.0)
+DEFAULT_OPTIMIZER = dict(type='Adam', lr=5e-3)
 
 
 @MODELS.register_module()
 class WarpingModel(nn.Module):
-    """Per-task flow network with the fit / warp API used by the Med-PerSAM segmentor.
+    """Per-task flow network with the fit / warp API used by the Med-PerSAM head.
 
     Args:
-        flow_net: config of the flow network (``type`` defaults to ``'FlowUNet'``).
-        work_size: ``(H, W)`` (or an int) the images are resized to for the network; ``None``
-            uses the reference size rounded up to a multiple of 16.
-        similarity: ``'ncc'`` (local NCC, any modality scaling) or ``'mse'``.
-        ncc_window: window of the local NCC, in working pixels (odd).
-        sim_scales: the similarity is averaged over these downsampling factors of the warped
-            and target images (e.g. ``(1, 2, 4)``); coarse scales widen the capture range.
-        smooth_weight: weight of the flow-gradient penalty in ``L_warp``.
-        aug_weight: weight of ``L_aug``; 0 disables it.
-        pseudo_weight: weight of the pseudo-label mask loss (used when pseudo-labels are given).
-        mask_bce_weight: weight of BCE beside soft Dice in the mask losses (``L_aug`` and the
-            pseudo-label loss). BCE on warped binary masks has steep gradients at the
-            boundary that can swamp ``L_warp``.
+        flow_net: config of the flow network (registry type, default ``'FlowUNet'``).
+        work_size: ``(H, W)`` (or an int) the images are resized to for the network; None
+            takes the reference's shape with its longest side ``work_long_side`` (aspect kept,
+            multiples of 16), so any slice size and orientation works.
+        work_long_side: the longest side of the working resolution when ``work_size`` is None.
+        similarity: ``L_warp``'s image term: ``type`` 'ncc' (local NCC, any intensity scale)
+            or 'mse', ``window`` of the local NCC (odd, working pixels), ``scales``: the term
+            is averaged over these downsampling factors (coarse scales widen the capture range).
+        loss_weights: ``similarity``, ``smooth`` (flow-gradient penalty of ``L_warp``),
+            ``aug`` (``L_aug``; 0 disables it), ``pseudo`` (pseudo-label mask loss when
+            retraining) and ``mask_bce`` (BCE beside soft Dice in both mask losses: BCE on
+            warped binary masks has steep gradients at the boundary that can swamp ``L_warp``).
+        optimizer: a ``torch.optim`` class name and its arguments (``lr``, ...).
+        min_lr_ratio: the learning rate decays by cosine annealing (torch's
+            ``CosineAnnealingLR``) to this fraction of ``lr``.
         iters: optimisation steps of a first fit.
+        coarse_fraction: this fraction of a first fit's steps runs at half the working
+            resolution (coarse-to-fine: large displacements are found at a quarter of the
+            cost, the rest refines at full resolution).
         retrain_iters: steps of a retraining (fit with pseudo-labels on a fitted model).
-        lr: learning rate; decays with a cosine schedule to ``min_lr_ratio * lr``.
-        min_lr_ratio: final fraction of the learning rate (1 keeps it constant).
-        optimizer: ``'adam'`` or ``'adamw'`` (``weight_decay`` for the latter).
-        weight_decay: weight decay of AdamW.
         batch_size: unlabeled targets per step.
         aug_batch_size: augmented reference copies per step (``L_aug``).
-        seed: seeds the initialisation, the target sampling and the augmentations of a fit.
         augmentation: kwargs of :class:`RandomDeformation`.
+        seed: seeds the initialisation, the target sampling and the augmentations of a fit.
         infer_batch_size: targets per forward pass at inference.
+        amp: 'auto' (bfloat16 autocast of the network where the device has fast bf16 kernels),
+            'bf16' or 'none'. Warps and losses are computed in float32 either way.
     """
 
     def __init__(self,
                  flow_net: Optional[dict] = None,
-                 work_size: Union[int, Sequence[int], None] = (224, 192),
-                 similarity: str = 'ncc',
-                 ncc_window: int = 9,
-                 sim_scales: Sequence[int] = (1, 2, 4),
-                 smooth_weight: float = 0.01,
-                 aug_weight: float = 0.1,
-                 pseudo_weight: float = 1.0,
-                 mask_bce_weight: float = 0.0,
-                 iters: int = 1000,
-                 retrain_iters: int = 300,
-                 lr: float = 3e-3,
+                 work_size: Union[int, Sequence[int], None] = None,
+                 work_long_side: int = 192,
+                 similarity: Optional[dict] = None,
+                 loss_weights: Optional[dict] = None,
+                 optimizer: Optional[dict] = None,
                  min_lr_ratio: float = 0.1,
-                 optimizer: str = 'adam',
-                 weight_decay: float = 0.0,
+                 iters: int = 700,
+                 coarse_fraction: float = 0.0,
+                 retrain_iters: int = 200,
                  batch_size: int = 4,
                  aug_batch_size: int = 1,
-                 seed: int = 0,
                  augmentation: Optional[dict] = None,
-                 infer_batch_size: int = 8) -> None:
+                 seed: int = 0,
+                 infer_batch_size: int = 8,
+                 amp: str = 'auto') -> None:
         super().__init__()
-        if similarity not in ('ncc', 'mse'):
-            raise ValueError(f"similarity must be 'ncc' or 'mse', got {similarity!r}")
-        if optimizer not in ('adam', 'adamw'):
-            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
-        self.flow_net = self._build_flow_net(flow_net)
-        self.work_size = _pair(work_size)
-        self.similarity = similarity
-        self.ncc_window = ncc_window
-        self.sim_scales = tuple(int(k) for k in sim_scales)
-        self.smooth_weight = smooth_weight
-        self.aug_weight = aug_weight
-        self.pseudo_weight = pseudo_weight
-        self.mask_bce_weight = mask_bce_weight
-        self.iters = iters
-        self.retrain_iters = retrain_iters
-        self.lr = lr
-        self.min_lr_ratio = min_lr_ratio
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.aug_batch_size = aug_batch_size
+        name = type(self).__name__
+        self.similarity = dict(DEFAULT_SIMILARITY, **(similarity or {}))
+        if self.similarity['type'] not in ('ncc', 'mse'):
+            raise ValueError(f"{name}: similarity type must be 'ncc' or 'mse', "
+                             f"got {self.similarity['type']!r}")
+        unknown = set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS)
+        if unknown:
+            raise ValueError(f'{name}: unknown loss_weights {sorted(unknown)}; '
+                             f'known: {sorted(DEFAULT_LOSS_WEIGHTS)}')
+        self.loss_weights = dict(DEFAULT_LOSS_WEIGHTS, **(loss_weights or {}))
+        self.optimizer_cfg = dict(DEFAULT_OPTIMIZER, **(optimizer or {}))
+        if not hasattr(torch.optim, str(self.optimizer_cfg['type'])):
+            raise ValueError(f"{name}: optimizer type {self.optimizer_cfg['type']!r} is not a "
+                             'torch.optim class')
+        if amp not in ('auto', 'bf16', 'none'):
+            raise ValueError(f"{name}: amp must be 'auto', 'bf16' or 'none', got {amp!r}")
+        for arg, value, low in (('iters', iters, 0), ('retrain_iters', retrain_iters, 0),
+                                ('batch_size', batch_size, 1),
+                                ('aug_batch_size', aug_batch_size, 1),
+                                ('work_long_side', work_long_side, 16),
+                                ('infer_batch_size', infer_batch_size, 1)):
+            check_number(name, arg, value, minimum=low, integer=True)
+        check_number(name, 'min_lr_ratio', min_lr_ratio, minimum=0, maximum=1)
+        check_number(name, 'coarse_fraction', coarse_fraction, minimum=0, maximum=1)
+        self.flow_net = MODELS.build(dict(dict(type='FlowUNet'), **(flow_net or {})))
+        self.flow_net.to(memory_format=torch.channels_last)
+        self.work_size = None if work_size is None else size2(work_size)
+        self.work_long_side = int(work_long_side)
+        self.min_lr_ratio = float(min_lr_ratio)
+        self.iters = int(iters)
+        self.coarse_fraction = float(coarse_fraction)
+        self.retrain_iters = int(retrain_iters)
+        self.batch_size = int(batch_size)
+        self.aug_batch_size = int(aug_batch_size)
         self.seed = seed
         self.augment = RandomDeformation(**(augmentation or {}))
-        self.infer_batch_size = infer_batch_size
+        # The same deformations at half resolution: pixel magnitudes halve.
+        coarse = dict(augmentation or {})
+        coarse['elastic_magnitude'] = 0.5 * self.augment.elastic_magnitude
+        self.augment_coarse = RandomDeformation(**coarse)
+        self.infer_batch_size = int(infer_batch_size)
+        self.amp = amp
         # A buffer, so a saved state dict remembers that the network was fitted.
         self.register_buffer('fitted_flag', torch.zeros((), dtype=torch.bool))
 
-    @staticmethod
-    def _build_flow_net(cfg: Optional[dict]) -> nn.Module:
-        if isinstance(cfg, nn.Module):
-            return cfg
-        cfg = dict(cfg or {})
-        kind = cfg.pop('type', 'FlowUNet')
-        if kind in ('FlowUNet', FlowUNet):
-            return FlowUNet(**cfg)
-        return MODELS.build(dict(type=kind, **cfg))
-
     def forward(self, reference: Tensor, target: Tensor) -> Tensor:
-        """Flow ``(N, 2, h, w)`` between ``(N, 1, h, w)`` working-resolution images."""
-        return self.flow_net(reference, target)
+        """Flow ``(N, 2, h, w)`` between ``(N, 1, h, w)`` working-resolution images (float32).
+
+        Channels-last layout: the convolution kernels of oneDNN and cuDNN are faster on it.
+        """
+        cl = torch.channels_last
+        with self._autocast():
+            flow = self.flow_net(reference.contiguous(memory_format=cl),
+                                 target.contiguous(memory_format=cl))
+        return flow.float().contiguous()
 
     @property
     def device(self) -> torch.device:
@@ -188,12 +219,18 @@ class WarpingModel(nn.Module):
     def fitted(self) -> bool:
         return bool(self.fitted_flag)
 
+    def _autocast(self):
+        device = self.device
+        on = self.amp == 'bf16' or (self.amp == 'auto' and bf16_supported(device))
+        if not on or device.type not in ('cpu', 'cuda'):
+            return nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+
     # ------------------------------------------------------------------ inputs
     def _work_size(self, ref: Tensor) -> Tuple[int, int]:
         if self.work_size is not None:
             return self.work_size
-        h, w = ref.shape[-2:]
-        return int(math.ceil(h / 16) * 16), int(math.ceil(w / 16) * 16)
+        return working_size(ref.shape, self.work_long_side)
 
     def _to_work(self, img: Tensor, size: Tuple[int, int]) -> Tensor:
         """``(H, W)`` CPU tensor -> ``(1, 1, h, w)`` on the model's device."""
@@ -213,11 +250,10 @@ class WarpingModel(nn.Module):
         return ref_w, tgt_w, shapes, size
 
     # ------------------------------------------------------------------ training
-    def _make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = dict(self.optimizer_cfg)
         params = [p for p in self.flow_net.parameters() if p.requires_grad]
-        if self.optimizer == 'adamw':
-            return torch.optim.AdamW(params, lr=lr, weight_decay=self.weight_decay)
-        return torch.optim.Adam(params, lr=lr)
+        return getattr(torch.optim, cfg.pop('type'))(params, **cfg)
 
     def _reset_flow_net(self) -> None:
         if hasattr(self.flow_net, 'init_weights'):
@@ -228,45 +264,47 @@ class WarpingModel(nn.Module):
                 m.reset_parameters()
 
     def _similarity(self, warped: Tensor, target: Tensor) -> Tensor:
-        """Image similarity averaged over the pyramid levels ``sim_scales``."""
+        """Image similarity averaged over the pyramid levels of ``similarity['scales']``."""
         total = warped.new_zeros(())
-        for k in self.sim_scales:
+        scales = self.similarity['scales']
+        for k in scales:
             w, t = (warped, target) if k == 1 else (F.avg_pool2d(warped, k, ceil_mode=True),
                                                    F.avg_pool2d(target, k, ceil_mode=True))
-            total = total + similarity_loss(w, t, self.similarity, self.ncc_window)
-        return total / len(self.sim_scales)
+            total = total + similarity_loss(w, t, self.similarity['type'],
+                                            self.similarity['window'])
+        return total / len(scales)
 
     def _loss_step(self, ref_w: Tensor, mask_w: Tensor, tgt: Tensor, pl: Optional[Tensor],
                    pl_valid: Optional[Tensor], gen: torch.Generator,
-                   with_aug: bool) -> Dict[str, Tensor]:
+                   with_aug: bool, coarse: bool = False) -> Dict[str, Tensor]:
         """Losses of one step on a batch of targets (and augmented reference copies)."""
+        weights = self.loss_weights
         n_t = tgt.shape[0]
         fixed = [tgt]
         aug_mask = None
         if with_aug:
-            aug_img, aug_mask, _ = self.augment(ref_w, mask_w, self.aug_batch_size, gen)
+            augment = self.augment_coarse if coarse else self.augment
+            aug_img, aug_mask, _ = augment(ref_w, mask_w, self.aug_batch_size, gen)
             fixed.append(aug_img)
         fixed = torch.cat(fixed)
-        moving = ref_w.expand(fixed.shape[0], -1, -1, -1)
-        flow = self.flow_net(moving, fixed)
+        flow = self(ref_w.expand(fixed.shape[0], -1, -1, -1), fixed)
         losses: Dict[str, Tensor] = {}
         total = flow.new_zeros(())
         if n_t:
-            warped = warp(ref_w, flow[:n_t])
-            losses['sim'] = self._similarity(warped, tgt)
-            total = total + losses['sim']
-        if self.smooth_weight:
+            losses['sim'] = self._similarity(warp(ref_w, flow[:n_t]), tgt)
+            total = total + weights['similarity'] * losses['sim']
+        if weights['smooth']:
             losses['smooth'] = smoothness_loss(flow)
-            total = total + self.smooth_weight * losses['smooth']
+            total = total + weights['smooth'] * losses['smooth']
         if aug_mask is not None:
             losses['aug'] = mask_loss(warp(mask_w, flow[n_t:]), aug_mask.clamp(0, 1),
-                                      bce_weight=self.mask_bce_weight)
-            total = total + self.aug_weight * losses['aug']
+                                      bce_weight=weights['mask_bce'])
+            total = total + weights['aug'] * losses['aug']
         if pl is not None and pl_valid is not None and bool(pl_valid.any()):
             warped_mask = warp(mask_w, flow[:n_t][pl_valid])
             losses['pseudo'] = mask_loss(warped_mask, pl[pl_valid],
-                                         bce_weight=self.mask_bce_weight)
-            total = total + self.pseudo_weight * losses['pseudo']
+                                         bce_weight=weights['mask_bce'])
+            total = total + weights['pseudo'] * losses['pseudo']
         losses['total'] = total
         return losses
 
@@ -281,6 +319,7 @@ class WarpingModel(nn.Module):
         A first fit (re)initialises the network under ``seed``. With ``pseudo_labels``
         (one 0/1 mask or ``None`` per target) on a fitted model, training continues for
         ``retrain_iters`` with the extra pseudo-label loss. Deterministic under ``seed``.
+        Progress is logged ten times per fit.
         """
         start = time.perf_counter()
         device = self.device
@@ -298,7 +337,7 @@ class WarpingModel(nn.Module):
                 self._to_work(to_mask(p), size) if p is not None else
                 ref_w.new_zeros((1, 1) + size) for p in pseudo_labels
             ]) if len(shapes) else None
-        with_aug = self.aug_weight > 0
+        with_aug = self.loss_weights['aug'] > 0
         n_targets = tgt_w.shape[0]
         if n_targets == 0 and not with_aug:
             iters = 0
@@ -307,34 +346,43 @@ class WarpingModel(nn.Module):
         history: List[Dict[str, float]] = []
         was_training = self.training
         self.train()
+        log_every = max(1, iters // 10)
+        coarse_iters = 0 if retrain else int(round(self.coarse_fraction * iters))
+        half = lambda t: None if t is None else F.avg_pool2d(t, 2, ceil_mode=True)  # noqa: E731
+        coarse_data = (half(ref_w), half(mask_w), half(tgt_w), half(pl_w))
         # enable_grad: fits also run inside mmengine's no-grad test loop and inference tools.
         with torch.random.fork_rng(devices=cuda), torch.enable_grad():
             torch.manual_seed(seed)
             if not retrain:
                 self._reset_flow_net()
             gen = torch.Generator().manual_seed(seed)
-            optim = self._make_optimizer(self.lr)
+            optim = self._make_optimizer()
+            base_lr = optim.param_groups[0]['lr']
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optim, T_max=max(iters, 1), eta_min=base_lr * self.min_lr_ratio)
             order: List[int] = []
             for it in range(iters):
-                scale = self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (
-                    1 + math.cos(math.pi * it / max(iters, 1)))
-                for group in optim.param_groups:
-                    group['lr'] = self.lr * scale
                 bs = min(self.batch_size, n_targets)
                 if len(order) < bs:
                     order += torch.randperm(n_targets, generator=gen).tolist()
                 idx, order = order[:bs], order[bs:]
                 idx_t = torch.tensor(idx, dtype=torch.long, device=device)
+                coarse = it < coarse_iters
+                r_w, m_w, t_w, p_w = coarse_data if coarse else (ref_w, mask_w, tgt_w, pl_w)
                 losses = self._loss_step(
-                    ref_w, mask_w, tgt_w[idx_t],
-                    pl_w[idx_t] if pl_w is not None else None,
+                    r_w, m_w, t_w[idx_t], p_w[idx_t] if p_w is not None else None,
                     pl_valid[idx_t] if pl_valid is not None else None,
-                    gen, with_aug)
+                    gen, with_aug, coarse)
                 optim.zero_grad(set_to_none=True)
                 if losses['total'].requires_grad:
                     losses['total'].backward()
                     optim.step()
+                sched.step()
                 history.append({k: float(v.detach()) for k, v in losses.items()})
+                if (it + 1) % log_every == 0 or it + 1 == iters:
+                    print_log(f'warping {"re" if retrain else ""}fit {it + 1}/{iters}: loss '
+                              f'{history[-1]["total"]:.4f}, {time.perf_counter() - start:.1f} s',
+                              logger='current')
         self.train(was_training)
         if iters > 0:
             self.fitted_flag.fill_(True)
@@ -352,7 +400,7 @@ class WarpingModel(nn.Module):
         was_training = self.training
         self.eval()
         flows = [
-            self.flow_net(ref_w.expand(chunk.shape[0], -1, -1, -1), chunk)
+            self(ref_w.expand(chunk.shape[0], -1, -1, -1), chunk)
             for chunk in torch.split(tgt_w, self.infer_batch_size)
         ]
         self.train(was_training)

@@ -1,0 +1,53 @@
+"""The metrics report of a run: one JSON file, written once, by the test loop.
+
+Layout: ``mDice``, ``mDice_std``, ``mIoU`` (percent), ``per_class``, ``per_image`` (Dice and
+IoU in [0, 1], seconds), ``prompt`` (prompt-quality figures), ``skipped`` (targets that could
+not be segmented, with the reason), ``transductive`` (the warping fit's log: seconds, and per
+retraining round whether it was skipped and how many pseudo-labels it used), ``run`` (config,
+method, device, processes, wall seconds).
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+from typing import List, Optional
+
+import numpy as np
+
+
+def finite(value):
+    """JSON has no NaN: undefined scores are written as null; numpy scalars as numbers."""
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def write_report(path: str, metrics: dict, details: dict, skipped: List[str],
+                 transductive: Optional[dict], run: dict) -> None:
+    """Write the run's report to ``path`` (see module docstring)."""
+    out = {k: v for k, v in metrics.items() if '/' not in k}
+    for key, value in metrics.items():
+        if '/' in key:  # another metric's figures, e.g. 'prompt/pos_precision'
+            group, name = key.split('/', 1)
+            out.setdefault(group, {})[name] = value
+    out.update(details)
+    out['skipped'] = list(skipped)
+    if transductive is not None:
+        out['transductive'] = transductive
+    out['run'] = run
+    if osp.dirname(path):
+        os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(finite(out), f, indent=2, allow_nan=False)
+
+
+__all__ = ['write_report', 'finite']
