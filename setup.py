@@ -42,7 +42,7 @@ setup(
     extras_require={
         'data': ['nilearn>=0.10', 'nibabel>=4', 'pydicom>=2.3'],
         'benchmark': ['scikit-image>=0.21'],
-        'tests': ['pytest>=7', 'hypothesis>=6', 'scikit-image>=0.21'],
+        'tests': ['pytest>=7', 'hypothesis>=6', 'scikit-image>=0.21', 'ruff>=0.6'],
     },
     license='Apache-2.0',
     classifiers=[

@@ -4,12 +4,20 @@ import os.path as osp
 
 import pytest
 import torch
-
 from conftest import VIT_B_CONFIG, fake_vit_b_state_dict, folder_options, make_folder_task
-from mmseg_medpersam.sam import (CheckpointError, SAMBackend, build_sam_model,
-                                 load_sam_checkpoint, read_checkpoint)
-from mmseg_medpersam.sam.checkpoint import (checkpoint_cache_dir, is_offline_error,
-                                            resolve_checkpoint)
+
+from mmseg_medpersam.sam import (
+    CheckpointError,
+    SAMBackend,
+    build_sam_model,
+    load_sam_checkpoint,
+    read_checkpoint,
+)
+from mmseg_medpersam.sam.checkpoint import (
+    checkpoint_cache_dir,
+    is_offline_error,
+    resolve_checkpoint,
+)
 
 
 def _assert_weights(backend, state):

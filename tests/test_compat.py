@@ -9,10 +9,9 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import REPO_ROOT
-from mmseg_medpersam import compat
 
+from mmseg_medpersam import compat
 
 MMCV_LITE = importlib.util.find_spec('mmcv._ext') is None
 lite_only = pytest.mark.skipif(not MMCV_LITE, reason='a compiled mmcv is installed')

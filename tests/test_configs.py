@@ -3,10 +3,9 @@ import glob
 import os.path as osp
 
 import pytest
+from conftest import REPO_ROOT
 from mmengine.config import Config
 from mmseg.registry import DATASETS, METRICS, MODELS
-
-from conftest import REPO_ROOT
 
 CONFIGS = sorted(p for p in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in p)
@@ -44,7 +43,8 @@ def test_config_parses_and_names_registered_modules(path):
     else:
         assert cfg.model.head.type in MODELS.module_dict
     assert cfg.test_dataloader.dataset.type in DATASETS.module_dict
-    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    evaluators = (cfg.test_evaluator if isinstance(cfg.test_evaluator, list)
+                  else [cfg.test_evaluator])
     assert all(e['type'] in METRICS.module_dict for e in evaluators)
     assert cfg.test_cfg.type == 'OneShotTestLoop'
     sam = cfg.model.sam

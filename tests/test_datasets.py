@@ -3,15 +3,21 @@ import os
 import os.path as osp
 
 import cv2
-
 import numpy as np
 import pytest
-
 from conftest import make_folder_task, write_png
-from mmseg_medpersam.datasets import (LoadOneShotAnnotations, LoadOneShotImage,
-                                      MNI152BrainDataset, MNI152VentriclesDataset,
-                                      MNI152WhiteMatterDataset, NiftiSliceDataset,
-                                      OneShotDataError, OneShotFolderDataset, load_label_map)
+
+from mmseg_medpersam.datasets import (
+    LoadOneShotAnnotations,
+    LoadOneShotImage,
+    MNI152BrainDataset,
+    MNI152VentriclesDataset,
+    MNI152WhiteMatterDataset,
+    NiftiSliceDataset,
+    OneShotDataError,
+    OneShotFolderDataset,
+    load_label_map,
+)
 from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, prepare_mni152, slice_name
 
 LOAD = [dict(type='LoadOneShotImage'), dict(type='LoadOneShotAnnotations')]

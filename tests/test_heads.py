@@ -3,10 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from mmseg_medpersam.heads import (MatcherHead, MedPerSAMHead, PerSAMFHead, PerSAMHead,
-                                   fit_multimask_fusion)
-from mmseg_medpersam.prompts import PromptContext, ReferenceContext
-from mmseg_medpersam.prompts import Prompts
+from mmseg_medpersam.heads import (
+    MatcherHead,
+    MedPerSAMHead,
+    PerSAMFHead,
+    PerSAMHead,
+    fit_multimask_fusion,
+)
+from mmseg_medpersam.prompts import PromptContext, Prompts, ReferenceContext
 from mmseg_medpersam.sam import DecoderOutput, FrameGeometry, ImageEmbedding
 
 

@@ -3,7 +3,6 @@ import os.path as osp
 
 import cv2
 import numpy as np
-
 from conftest import TINY_CONFIG, load_tool, make_folder_task
 
 

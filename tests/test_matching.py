@@ -8,13 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from mmseg_medpersam.sam.checkpoint import CheckpointError
-from mmseg_medpersam.matching import (PAD_LABEL, DINOv2Encoder, RobustPromptSampler,
-                                      ScoreConfig, bidirectional_matching,
-                                      convert_dinov2_state_dict, emd_score,
-                                      pad_point_subsets, patch_centers_xy, purity_coverage,
-                                      reference_patch_mask, score_and_merge)
+from mmseg_medpersam.matching import (
+    PAD_LABEL,
+    DINOv2Encoder,
+    RobustPromptSampler,
+    ScoreConfig,
+    bidirectional_matching,
+    convert_dinov2_state_dict,
+    emd_score,
+    pad_point_subsets,
+    patch_centers_xy,
+    purity_coverage,
+    reference_patch_mask,
+    score_and_merge,
+)
 from mmseg_medpersam.matching import dinov2 as dinov2_module
+from mmseg_medpersam.sam.checkpoint import CheckpointError
 
 
 def _unit(rng, n, c=8):

@@ -1,10 +1,17 @@
-"""Prompt generators: PerSAM location prior, mask / box / band points, frames of non-square images."""
+"""Prompt generators: PerSAM location prior, mask/box/band points, non-square image frames."""
 import numpy as np
 import pytest
 import torch
 
-from mmseg_medpersam.prompts import (BandPointPrompt, BoxPrompt, MaskPrompt, PerSAMLocationPrior,
-                                     PromptContext, Prompts, ReferenceContext)
+from mmseg_medpersam.prompts import (
+    BandPointPrompt,
+    BoxPrompt,
+    MaskPrompt,
+    PerSAMLocationPrior,
+    PromptContext,
+    Prompts,
+    ReferenceContext,
+)
 from mmseg_medpersam.prompts.band_points import inner_and_band, sub_regions
 from mmseg_medpersam.sam import FrameGeometry, ImageEmbedding
 

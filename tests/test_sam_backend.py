@@ -6,15 +6,24 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from conftest import REPO_ROOT
 from mmseg_medpersam.prompts import Prompts, decode_prompts, points_prompt
-from mmseg_medpersam.prompts.persam_decoder import (PerSAMDecoderHook, guided_decoder,
-                                                    guided_two_way_forward)
-from mmseg_medpersam.sam import (FrameGeometry, ImageEmbedding, SAMBackend, build_sam_model,
-                                 detect_arch, get_arch)
+from mmseg_medpersam.prompts.persam_decoder import (
+    PerSAMDecoderHook,
+    guided_decoder,
+    guided_two_way_forward,
+)
+from mmseg_medpersam.sam import (
+    FrameGeometry,
+    ImageEmbedding,
+    SAMBackend,
+    build_sam_model,
+    detect_arch,
+    get_arch,
+)
 from mmseg_medpersam.sam.builder import PIXEL_MEAN, PIXEL_STD
 from mmseg_medpersam.sam.geometry import resize_longest_side
 

@@ -5,12 +5,18 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    REPO_ROOT,
+    TINY_CONFIG,
+    fake_vit_b_state_dict,
+    folder_options,
+    make_folder_task,
+    write_png,
+)
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 
-from conftest import (REPO_ROOT, TINY_CONFIG, fake_vit_b_state_dict, folder_options,
-                      make_folder_task, write_png)
 from mmseg_medpersam.datasets import OneShotDataError
 from mmseg_medpersam.heads import HeadResult
 from mmseg_medpersam.segmentors import OneShotSAMSegmentor

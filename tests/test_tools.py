@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import torch
-
 from conftest import REPO_ROOT, TINY_CONFIG, VIT_B_CONFIG, fake_vit_b_state_dict
+
 from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, slice_name
 
 WM = MNI152_TASKS['wm']

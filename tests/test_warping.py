@@ -5,9 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from mmseg_medpersam.warping import (FlowUNet, RandomDeformation, WarpingModel,
-                                     integrate_velocity, local_ncc_loss, mask_loss,
-                                     resize_flow, smoothness_loss, to_gray, warp)
+from mmseg_medpersam.warping import (
+    FlowUNet,
+    RandomDeformation,
+    WarpingModel,
+    integrate_velocity,
+    local_ncc_loss,
+    mask_loss,
+    resize_flow,
+    smoothness_loss,
+    to_gray,
+    warp,
+)
 
 TINY_NET = dict(channels=(8, 16, 16), stem_channels=8)
 

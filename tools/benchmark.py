@@ -20,12 +20,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from mmengine.runner import Runner  # noqa: E402
 
 import mmseg_medpersam  # noqa: E402,F401
-from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
 from mmseg_medpersam.sam import build_sam_model  # noqa: E402
+from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
 
 
 def load_test_tool():

@@ -1,8 +1,8 @@
 """Benchmark the warping model against the unwarped mask and TV-L1 optical flow.
 
-On an embedded MNI152 task (``--task``; default white matter: reference z090, 30 targets) it prints, per
-target, the foreground Dice of (a) the unwarped reference mask, (b) the reference mask warped
-by scikit-image's TV-L1 optical flow, (c) the reference mask warped by the learned
+On an embedded MNI152 task (``--task``; default white matter: reference z090, 30 targets) it
+prints, per target, the foreground Dice of (a) the unwarped reference mask, (b) the reference
+mask warped by scikit-image's TV-L1 optical flow, (c) the reference mask warped by the learned
 :class:`WarpingModel` (fitted transductively on the unlabeled targets; the target masks are
 only used for scoring), then the means, the fit time and the device.
 
@@ -30,8 +30,7 @@ from mmseg_medpersam.compat import ensure_mmcv_ops  # noqa: E402
 
 ensure_mmcv_ops()  # mmseg_medpersam.datasets imports mmseg.datasets (mmcv-lite)
 
-from mmseg_medpersam.datasets.mni152 import (MNI152_TASKS, is_prepared,  # noqa: E402
-                                             prepare_mni152, slice_name)
+from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, is_prepared, prepare_mni152, slice_name  # noqa: E402
 from mmseg_medpersam.warping import WarpingModel  # noqa: E402
 
 

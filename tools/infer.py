@@ -25,11 +25,11 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 
 import mmseg_medpersam  # noqa: E402,F401
-from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
 from mmseg_medpersam.datasets.io import OneShotDataError, load_image  # noqa: E402
 from mmseg_medpersam.engine.transductive import fit_transductive  # noqa: E402
 from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
 from mmseg_medpersam.segmentors.one_shot_sam import sample_key  # noqa: E402
+from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.dcm', '.nii', '.nii.gz')
 COLOURS = np.array([[0, 0, 0], [255, 64, 64], [64, 255, 64], [64, 128, 255], [255, 200, 0],

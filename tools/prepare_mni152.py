@@ -9,8 +9,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
-from mmseg_medpersam.datasets.mni152 import (MNI152_TASKS, prepare_mni152,  # noqa: E402
-                                             slice_name)
+from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, prepare_mni152, slice_name  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -14,14 +14,15 @@ from typing import Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import mmseg_medpersam  # noqa: E402,F401  (registers modules; mmcv-lite compat first)
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
+import mmseg_medpersam  # noqa: E402,F401  (registers modules; mmcv-lite compat first)
 from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
 from mmseg_medpersam.engine import OneShotTargetsFailed  # noqa: E402
 from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
+from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and score) a one-shot SAM segmentor')

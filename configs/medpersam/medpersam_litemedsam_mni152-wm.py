@@ -1,1 +1,5 @@
-_base_ = ['../_base_/models/medpersam.py', '../_base_/datasets/mni152_wm.py', '../_base_/default_runtime.py']
+_base_ = [
+    '../_base_/models/medpersam.py',
+    '../_base_/datasets/mni152_wm.py',
+    '../_base_/default_runtime.py',
+]

@@ -1,9 +1,19 @@
 """One-shot datasets, loading transforms and the embedded MNI152 tasks."""
 from .io import OneShotDataError, load_image, load_label_map
-from .one_shot import (MNI152BrainDataset, MNI152Dataset, MNI152VentriclesDataset,
-                       MNI152WhiteMatterDataset, NiftiSliceDataset, OneShotFolderDataset)
-from .transforms import (ONE_SHOT_META_KEYS, LoadOneShotAnnotations, LoadOneShotImage,
-                         PackOneShotInputs)
+from .one_shot import (
+                       MNI152BrainDataset,
+                       MNI152Dataset,
+                       MNI152VentriclesDataset,
+                       MNI152WhiteMatterDataset,
+                       NiftiSliceDataset,
+                       OneShotFolderDataset,
+)
+from .transforms import (
+                       ONE_SHOT_META_KEYS,
+                       LoadOneShotAnnotations,
+                       LoadOneShotImage,
+                       PackOneShotInputs,
+)
 
 __all__ = ['OneShotDataError', 'load_image', 'load_label_map', 'OneShotFolderDataset',
            'MNI152Dataset', 'MNI152WhiteMatterDataset', 'MNI152VentriclesDataset',

@@ -8,5 +8,5 @@ from .persam_head import PerSAMHead
 from .refinement import cascaded_refinement, logits_to_mask, to_image_logits
 
 __all__ = ['BaseOneShotHead', 'HeadResult', 'PerSAMHead', 'PerSAMFHead', 'MatcherHead',
-           'MedPerSAMHead',           'MultimaskFusion', 'fit_multimask_fusion', 'cascaded_refinement',
+           'MedPerSAMHead', 'MultimaskFusion', 'fit_multimask_fusion', 'cascaded_refinement',
            'logits_to_mask', 'to_image_logits']

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from typing import Optional
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..utils.masks import mask_bbox  # noqa: F401  (re-exported for generators)
 from .context import PromptContext
 from .structures import Prompts
 
@@ -19,16 +21,8 @@ class BasePromptGenerator(nn.Module, metaclass=ABCMeta):
     """
 
     @abstractmethod
-    def forward(self, ctx: PromptContext) -> Prompts | None:
+    def forward(self, ctx: PromptContext) -> Optional[Prompts]:
         """Prompts for the target in ``ctx``."""
-
-
-def mask_bbox(mask: Tensor) -> Tensor | None:
-    """(4,) float xyxy pixel box of a (H, W) bool mask, or None when it is empty."""
-    ys, xs = torch.nonzero(mask, as_tuple=True)
-    if ys.numel() == 0:
-        return None
-    return torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
 
 
 def argmax_xy(score: Tensor) -> Tensor:

@@ -16,8 +16,9 @@ class MaskPrompt(BasePromptGenerator):
 
     The mask is resized with the image into the model's frame (1024 for SAM, 256 for
     LiteMedSAM), zero-padded like the image, and area-pooled to the mask-logit size; coverage
-    c in [0, 1] becomes ``logit_scale * (2c - 1)`` (padding is background). After the first SAM call, SAM's own low-res logits can be passed back instead
-    (``use_sam_logits``), as SAM's interactive loop does.
+    c in [0, 1] becomes ``logit_scale * (2c - 1)`` (padding is background). After the first
+    SAM call, SAM's own low-res logits can be passed back instead (``use_sam_logits``), as
+    SAM's interactive loop does.
 
     Args:
         logit_scale: magnitude of the logits for a fully covered / empty cell.

@@ -15,8 +15,13 @@ import torch
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..matching import (RobustPromptSampler, bidirectional_matching, pad_point_subsets,
-                        patch_centers_xy, reference_patch_mask)
+from ..matching import (
+    RobustPromptSampler,
+    bidirectional_matching,
+    pad_point_subsets,
+    patch_centers_xy,
+    reference_patch_mask,
+)
 from .base import BasePromptGenerator
 from .context import PromptContext
 from .structures import Prompts

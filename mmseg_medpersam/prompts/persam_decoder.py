@@ -10,9 +10,10 @@
 ``PerSAMDecoderHook`` is a ``sam.DecoderHook``: the backend enters it around one decoder call,
 and it swaps in a forward for the decoder's ``TwoWayTransformer`` for the length of that call.
 The modules and weights are segment_anything's own, so state-dict keys and the unhooked path
-stay exactly upstream; the backend itself knows nothing of PerSAM. As in PerSAM's code, adding the target embedding to the
-first block's queries also adds it to the query positional encoding (their tensors alias there);
-we reproduce that on purpose so results follow the published method.
+stay exactly upstream; the backend itself knows nothing of PerSAM. As in PerSAM's code,
+adding the target embedding to the first block's queries also adds it to the query positional
+encoding (their tensors alias there); we reproduce that on purpose so results follow the
+published method.
 """
 from __future__ import annotations
 
@@ -116,8 +117,9 @@ class PerSAMDecoderHook:
 
     def __call__(self, mask_decoder: nn.Module):
         device = next(mask_decoder.parameters()).device
-        move = (lambda t: None if t is None else t.to(device))
-        return guided_decoder(mask_decoder, move(self.attn_sim), move(self.target_embedding))
+        attn_sim, target = (None if t is None else t.to(device)
+                            for t in (self.attn_sim, self.target_embedding))
+        return guided_decoder(mask_decoder, attn_sim, target)
 
 
 __all__ = ['PerSAMDecoderHook', 'guided_decoder', 'guided_two_way_forward']

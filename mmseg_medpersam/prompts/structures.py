@@ -44,7 +44,8 @@ class Prompts:
             raise ValueError(f'prompt fields disagree on the number of prompt sets: {sizes}')
         if self.point_coords is not None:
             if self.point_coords.ndim != 3 or self.point_coords.shape[-1] != 2:
-                raise ValueError(f'point_coords must be (B,N,2), got {tuple(self.point_coords.shape)}')
+                raise ValueError(
+                    f'point_coords must be (B,N,2), got {tuple(self.point_coords.shape)}')
             if self.point_labels.shape != self.point_coords.shape[:2]:
                 raise ValueError('point_labels must be (B,N) like point_coords')
         if self.boxes is not None and (self.boxes.ndim != 2 or self.boxes.shape[-1] != 4):

@@ -99,7 +99,8 @@ class SAMBackend(nn.Module):
         super().__init__()
         self.spec: ModelArch = get_arch(arch)
         if encoder_dtype not in ('float32', 'bfloat16'):
-            raise ValueError(f"encoder_dtype must be 'float32' or 'bfloat16', got {encoder_dtype!r}")
+            raise ValueError(
+                f"encoder_dtype must be 'float32' or 'bfloat16', got {encoder_dtype!r}")
         if encoder_attention not in ('eager', 'sdpa'):
             raise ValueError(
                 f"encoder_attention must be 'eager' or 'sdpa', got {encoder_attention!r}")

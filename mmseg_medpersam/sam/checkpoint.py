@@ -17,8 +17,16 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from ..utils.checkpoint import (CheckpointError, check_exact_file, checkpoint_cache_dir, is_url,
-                                read_file, strict_load, unreachable_reason, unwrap_state_dict)
+from ..utils.checkpoint import (
+    CheckpointError,
+    check_exact_file,
+    checkpoint_cache_dir,
+    is_url,
+    read_file,
+    strict_load,
+    unreachable_reason,
+    unwrap_state_dict,
+)
 from .builder import SAM_ARCHS, WeightsSource, detect_arch, get_arch
 
 

@@ -19,7 +19,6 @@ from ..datasets.io import OneShotDataError, check_same_size, load_image, load_la
 from ..heads.base import BaseOneShotHead, HeadResult
 from ..prompts.context import PromptContext, ReferenceContext
 
-
 #: metainfo key of a target's prior (per class), set by the test loop after a transductive fit.
 PRIOR_KEY = 'transductive_prior'
 

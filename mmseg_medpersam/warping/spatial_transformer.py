@@ -12,7 +12,7 @@ Flow convention (used by every module of :mod:`mmseg_medpersam.warping`):
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +71,7 @@ def size2(size) -> Tuple[int, int]:
     return int(h), int(w)
 
 
-def resize_flow(flow: Tensor, size: Sequence[int] | int) -> Tensor:
+def resize_flow(flow: Tensor, size: Union[Sequence[int], int]) -> Tensor:
     """Resample a pixel flow onto a grid of ``size = (H, W)``, rescaling the displacements.
 
     The resized flow describes the same geometric mapping, in pixels of the new grid, so a flow
@@ -87,7 +87,7 @@ def resize_flow(flow: Tensor, size: Sequence[int] | int) -> Tensor:
     return torch.stack((out[:, 0] * sx, out[:, 1] * sy), dim=1)
 
 
-def resize_image(img: Tensor, size: Sequence[int] | int, mode: str = 'bilinear') -> Tensor:
+def resize_image(img: Tensor, size: Union[Sequence[int], int], mode: str = 'bilinear') -> Tensor:
     """Resize ``(N, C, H, W)`` with corner-aligned geometry (matches :func:`resize_flow`).
 
     Downsampling is antialiased so fine structures are averaged rather than aliased.
