@@ -36,14 +36,15 @@ def test_location_prior_points_are_similarity_extrema():
     mask = ellipse(90, 120, 45, 60, 20, 30)
     ctx = make_ctx(mask)
     prompts = PerSAMLocationPrior()(ctx)
-    sim = ctx.similarity_map()
+    proto = ctx.reference.mean_feature('persam')  # PerSAM's own reference-cell rule
+    sim = ctx.similarity_map(proto)
     (px, py), (nx, ny) = prompts.point_coords[0].long().tolist()
     assert sim[py, px] == sim.max() and sim[ny, nx] == sim.min()
     assert prompts.point_labels.tolist() == [[1, 0]]
     hook = prompts.decoder_hook
     assert hook.attn_sim.shape == (1, 1, 1, 4096)
     assert torch.all((hook.attn_sim > 0) & (hook.attn_sim < 1))
-    assert torch.allclose(hook.target_embedding.flatten(), ctx.reference.prototype)
+    assert torch.allclose(hook.target_embedding.flatten(), proto)
     # PerSAM-F: positive point only, no hooks.
     f = PerSAMLocationPrior(negative=False, target_guided_attention=False,
                             target_semantic_prompt=False, prototype='mean_max')(ctx)
@@ -152,3 +153,28 @@ def test_generators_on_degenerate_masks(kind):
     assert mask[xy[:, 1], xy[:, 0]].all()
     if kind == 'full':
         assert (labels == 0).sum() == 0  # no band outside a full-image mask
+
+
+def test_official_persam_geometry_differs_from_the_frame_aligned_one_on_non_square_images():
+    """PerSAM's code stretches the image-sized map over the whole token grid (padding too)."""
+    h, w = 233, 197
+    mask = ellipse(h, w, 150, 60, 30, 25)
+    feats = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(3))
+    ctx = make_ctx(mask, feats)
+    official = PerSAMLocationPrior(official_geometry=True)(ctx).decoder_hook.attn_sim
+    framed = PerSAMLocationPrior(official_geometry=False)(ctx).decoder_hook.attn_sim
+    assert official.shape == framed.shape == (1, 1, 1, 4096)
+    peak = [divmod(int(a.argmax()), 64) for a in (official, framed)]
+    assert peak[0] != peak[1]
+    # The frame-aligned bias peaks where the image's own map peaks (same token); the official
+    # one peaks further right: the 197 px width is stretched over all 64 columns.
+    sim = ctx.similarity_map(ctx.reference.mean_feature('persam'))
+    y, x = divmod(int(sim.argmax()), w)
+    assert abs(peak[0][1] - x * 64 / w) <= 1.5 and abs(peak[0][0] - y * 64 / h) <= 1.5
+    # Reference cells: PerSAM's bilinear point-sample at 123.675/255 vs half coverage.
+    persam_cells = ctx.reference.foreground_cells('persam')
+    coverage_cells = ctx.reference.foreground_cells('coverage')
+    assert persam_cells.any() and coverage_cells.any()
+    assert 0 < int((persam_cells ^ coverage_cells).sum()) < int(coverage_cells.sum())
+    with pytest.raises(ValueError, match='cell rule'):
+        ctx.reference.foreground_cells('median')

@@ -10,6 +10,9 @@ from torch import Tensor
 
 from ..sam.backend import ImageEmbedding
 
+#: PerSAM thresholds SAM's pixel-normalised mask at 0: (v - 123.675) / 58.395 > 0 on 0..255.
+PERSAM_MASK_THRESHOLD = 123.675 / 255
+
 
 @dataclass
 class ReferenceContext:
@@ -41,24 +44,52 @@ class ReferenceContext:
             self.cache['grid_coverage'] = geo.image_to_frame(self.mask.float(), geo.grid_size)
         return self.cache['grid_coverage']
 
+    def foreground_cells(self, rule: str = 'coverage') -> Tensor:
+        """(g, g) bool: the embedding cells that count as the reference's foreground.
+
+        'coverage': cells at least half covered by the mask. 'persam': PerSAM's code: the
+        mask, resized into the frame and padded, is bilinearly point-sampled at the grid
+        (``F.interpolate``, no averaging); a cell counts where the sample exceeds
+        123.675 / 255 (PerSAM thresholds SAM's pixel-normalised 0/255 mask at 0). Either rule
+        falls back to any covered cell for masks smaller than a cell.
+        """
+        key = f'cells_{rule}'
+        if key not in self.cache:
+            cov = self.grid_coverage
+            if rule == 'coverage':
+                cells = cov >= 0.5
+            elif rule == 'persam':
+                geo = self.embedding.geometry
+                framed = geo.image_to_frame(self.mask.float(), geo.frame_size)
+                sampled = F.interpolate(framed[None, None], size=cov.shape, mode='bilinear',
+                                        align_corners=False)[0, 0]
+                cells = sampled > PERSAM_MASK_THRESHOLD
+            else:
+                raise ValueError(f"cell rule must be 'coverage' or 'persam', got {rule!r}")
+            self.cache[key] = cells if cells.any() else cov > 0
+        return self.cache[key]
+
     @property
     def grid_mask(self) -> Tensor:
         """(g, g) bool: cells at least half covered, else any covered cell (small masks)."""
-        cov = self.grid_coverage
-        cells = cov >= 0.5
-        return cells if cells.any() else cov > 0
+        return self.foreground_cells('coverage')
 
-    def foreground_features(self) -> Tensor:
-        """(N, 256) SAM features of the reference's foreground cells."""
+    def foreground_features(self, rule: str = 'coverage') -> Tensor:
+        """(N, 256) features of the reference's foreground cells (``foreground_cells``)."""
         feats = self.embedding.features[0]  # (256, g, g)
-        return feats[:, self.grid_mask].T
+        return feats[:, self.foreground_cells(rule)].T
+
+    def mean_feature(self, rule: str = 'coverage') -> Tensor:
+        """(256,) mean reference feature under the mask (PerSAM's target embedding)."""
+        key = f'prototype_{rule}'
+        if key not in self.cache:
+            self.cache[key] = self.foreground_features(rule).mean(dim=0)
+        return self.cache[key]
 
     @property
     def prototype(self) -> Tensor:
-        """(256,) mean reference feature under the mask (PerSAM's target embedding)."""
-        if 'prototype' not in self.cache:
-            self.cache['prototype'] = self.foreground_features().mean(dim=0)
-        return self.cache['prototype']
+        """(256,) mean reference feature under the mask, by the 'coverage' cell rule."""
+        return self.mean_feature('coverage')
 
 
 @dataclass
