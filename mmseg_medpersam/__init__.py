@@ -3,17 +3,20 @@
 Importing the package registers every module (``custom_imports`` in the configs does this).
 ``compat`` runs first so mmseg's models import under mmcv-lite.
 """
+# ``compat`` must come first (mmseg.models needs it under mmcv-lite); it sorts first too.
 from . import (  # noqa: F401
-               compat,  # noqa: F401  (must precede any mmseg.models import)
-               datasets,
-               engine,
-               evaluation,
-               heads,
-               matching,
-               prompts,
-               sam,
-               segmentors,
-               warping,
+    compat,
+    datasets,
+    engine,
+    evaluation,
+    heads,
+    matching,
+    prompts,
+    sam,
+    segmentors,
+    utils,
+    visualization,
+    warping,
 )
 from .version import __version__
 

@@ -32,3 +32,36 @@ def test_compare_reports_a_failing_config(tmp_path, capsys):
     bad.write_text("_base_ = ['does_not_exist.py']\n")
     assert load_tool('compare').main([str(bad), '--work-dir', str(tmp_path / 'w')]) == 1
     assert 'bad failed' in capsys.readouterr().err
+
+
+def test_compare_draws_a_grid_and_a_dice_plot(tmp_path, capsys):
+    """The issue's command, on a small folder task: both figures are written."""
+    import cv2
+    from conftest import REPO_ROOT
+    root = make_folder_task(str(tmp_path / 'task'), stems=('ref', 't1', 't2', 't3'))
+    options = [f'{k}={v}' for k, v in folder_options(root).items()]
+    warp_only = tmp_path / 'warp-only_fast.py'  # the warp-only config, fitted briefly
+    warp_only.write_text(f"_base_ = ['{REPO_ROOT}/configs/medpersam/warp-only_mni152-wm.py']\n"
+                         "model = dict(head=dict(warping=dict(iters=30, work_long_side=64)))\n")
+    grid, plot = tmp_path / 'grid.png', tmp_path / 'dice.png'
+    code = load_tool('compare').main([
+        TINY_CONFIG, str(warp_only), '--work-dir', str(tmp_path / 'work'), '--figure', str(grid),
+        '--plot', str(plot), '--targets', 'worst', '--num-targets', '2',
+        '--cfg-options'] + options)
+    assert code == 0
+    image = cv2.imread(str(grid))
+    assert image is not None and image.shape[1] > 2 * 80  # two methods, upscaled cells
+    assert cv2.imread(str(plot)) is not None
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [r.split(' | ')[0] for r in rows] == ['| PerSAM', '| Warp only']
+
+
+def test_named_targets_must_exist(tmp_path):
+    compare = load_tool('compare')
+    reports = [{'per_image': [{'name': 't1', 'dice': 0.5}, {'name': 't2', 'dice': 0.9}]}]
+    assert compare.choose_targets(reports, ['A'], 'worst', 1) == ['t1']
+    assert compare.choose_targets(reports, ['A'], 'best', 1) == ['t2']
+    assert compare.choose_targets(reports, ['A'], 't2,t1', 1) == ['t2', 't1']
+    import pytest
+    with pytest.raises(SystemExit, match='t9 not among the targets'):
+        compare.choose_targets(reports, ['A'], 't9', 1)

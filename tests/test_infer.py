@@ -1,4 +1,4 @@
-"""tools/infer.py: masks and overlays for user images from one reference."""
+"""tools/infer.py: masks and panels for user images from one reference."""
 import os.path as osp
 
 import cv2
@@ -10,7 +10,7 @@ def load_infer():
     return load_tool('infer')
 
 
-def test_infer_writes_masks_and_overlays_and_reports_bad_files(tmp_path):
+def test_infer_writes_masks_and_panels_and_reports_bad_files(tmp_path):
     root = make_folder_task(str(tmp_path / 'task'), mask_scale=255)
     out = tmp_path / 'out'
     code = load_infer().main([
@@ -22,7 +22,8 @@ def test_infer_writes_masks_and_overlays_and_reports_bad_files(tmp_path):
     for stem in ('t1', 't2'):
         mask = cv2.imread(str(out / 'masks' / f'{stem}.png'), cv2.IMREAD_UNCHANGED)
         assert mask.shape == (64, 80) and set(np.unique(mask)) <= {0, 255}
-        assert cv2.imread(str(out / 'overlays' / f'{stem}.png')).shape == (64, 80, 3)
+        panel = cv2.imread(str(out / 'panels' / f'{stem}.png'))
+        assert panel.shape[0] > 64 and panel.shape[1] > 2 * 80  # reference | target, upscaled
 
 
 def test_infer_rejects_an_empty_reference(tmp_path, capsys):

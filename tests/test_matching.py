@@ -9,14 +9,13 @@ import pytest
 import torch
 
 from mmseg_medpersam.matching import (
-    PAD_LABEL,
     DINOv2Encoder,
     RobustPromptSampler,
     ScoreConfig,
     bidirectional_matching,
     convert_dinov2_state_dict,
     emd_score,
-    pad_point_subsets,
+    group_subsets_by_size,
     patch_centers_xy,
     purity_coverage,
     reference_patch_mask,
@@ -149,17 +148,64 @@ def test_sampler_clamps_sizes_to_point_count():
     assert RobustPromptSampler().sample(np.zeros((0, 2))) == []
 
 
-def test_pad_point_subsets():
-    subsets = [np.ones((4, 2)), 2 * np.ones((6, 2)), 3 * np.ones((5, 2))]
-    coords, labels = pad_point_subsets(subsets)
-    assert coords.shape == (3, 6, 2) and labels.shape == (3, 6)
-    assert coords.dtype == np.float32 and labels.dtype == np.int64
-    np.testing.assert_array_equal((labels == 1).sum(1), [4, 6, 5])
-    np.testing.assert_array_equal(labels[0], [1, 1, 1, 1, PAD_LABEL, PAD_LABEL])
-    np.testing.assert_array_equal(coords[2, :5], 3)
-    np.testing.assert_array_equal(coords[0, 4:], 0)
+def test_subsets_are_grouped_by_size_without_padding():
+    subsets = [np.ones((4, 2)), 2 * np.ones((6, 2)), 3 * np.ones((5, 2)), 4 * np.ones((4, 2))]
+    groups = group_subsets_by_size(subsets)
+    assert [g[0].tolist() for g in groups] == [[0, 3], [1], [2]]
+    assert [g[1].shape for g in groups] == [(2, 4, 2), (1, 6, 2), (1, 5, 2)]
+    assert all(g[1].dtype == np.float32 and (g[2] == 1).all() for g in groups)
+    np.testing.assert_array_equal(groups[0][1][1], 4)
 
 
+def test_a_padded_subset_decodes_differently_from_the_subset_alone(tiny_sam):
+    """Why subsets are never padded: SAM attends to 'not a point' tokens too."""
+    from mmseg_medpersam.sam import FrameGeometry, ImageEmbedding
+    emb = ImageEmbedding(torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(0)),
+                         FrameGeometry((60, 70), 1024))
+    coords = torch.tensor([[[10., 12.], [30., 40.], [50., 20.], [25., 25.]]])
+    alone = tiny_sam.decode(emb, coords, torch.ones(1, 4, dtype=torch.long)).low_res_logits
+    padded_coords = torch.cat([coords, torch.zeros(1, 2, 2)], dim=1)
+    padded_labels = torch.tensor([[1, 1, 1, 1, -1, -1]])
+    padded = tiny_sam.decode(emb, padded_coords, padded_labels).low_res_logits
+    assert not torch.allclose(alone, padded, atol=1e-3)
+
+
+def test_matcher_head_decodes_each_subset_as_if_alone(tiny_sam, monkeypatch):
+    """Every candidate equals its subset decoded on its own (no padding, any batching)."""
+    from mmseg_medpersam.heads import MatcherHead
+    from mmseg_medpersam.heads import matcher_head as matcher_head_module
+    from mmseg_medpersam.prompts import PromptContext, ReferenceContext
+    h, w = 64, 72
+    yy, xx = np.mgrid[0:h, 0:w]
+    mask = torch.from_numpy(((yy - 30) / 14) ** 2 + ((xx - 36) / 18) ** 2 <= 1)
+    image = torch.rand(3, h, w) * 255
+    emb = tiny_sam.encode(image)
+    ctx = PromptContext(reference=ReferenceContext(image, mask, emb, key='r'), target=emb,
+                        image=image)
+    head = MatcherHead(decode_batch=3, prompt_sampler=dict(
+        type='MatcherPromptSampler', num_centers=6,
+        encoder=dict(type='DINOv2Encoder', arch='tiny', img_size=112)))
+    sample = head.prompt_sampler(ctx)
+    sizes = sorted({int(p.point_coords.shape[1]) for _, p in sample.groups})
+    assert sizes == [4, 5, 6] and sample.num_sets == 22
+    for indices, prompts in sample.groups:
+        assert (prompts.point_labels == 1).all()  # no padding token anywhere
+    captured = {}
+    real = matcher_head_module.score_and_merge
+
+    def spy(candidates, *args, **kwargs):
+        captured['candidates'] = candidates
+        return real(candidates, *args, **kwargs)
+
+    monkeypatch.setattr(matcher_head_module, 'score_and_merge', spy)
+    result = head.predict(tiny_sam, ctx)
+    assert result.info['num_candidates'] == 22
+    for indices, prompts in sample.groups:
+        for j, pos in enumerate(indices):
+            alone = tiny_sam.decode(emb, prompts.point_coords[j:j + 1],
+                                    prompts.point_labels[j:j + 1], multimask=False)
+            expected = (alone.logits()[0, 0] > 0).numpy()
+            assert (captured['candidates'][pos] == expected).mean() > 0.999, pos
 # ---------------------------------------------------------------- instance scoring
 def test_emd_zero_for_identical_sets_and_positive_otherwise():
     rng = np.random.default_rng(0)

@@ -122,7 +122,7 @@ def test_nothing_scorable_gives_no_mdice_and_null_json(tmp_path):
     metrics = _evaluate([_sample(z, z, 'e.png')], out_file=str(out))
     assert 'mDice' not in metrics or math.isnan(metrics['mDice'])
     data = json.loads(out.read_text())  # valid JSON: no NaN literals
-    assert data['per_image'] == [{'img': 'e.png', 'dice': None, 'iou': None}]
+    assert data['per_image'] == [{'img': 'e.png', 'name': 'e', 'dice': None, 'iou': None}]
 
 
 def test_results_of_several_processes_come_back_in_dataset_order_once():

@@ -5,6 +5,7 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import REPO_ROOT, TINY_CONFIG, VIT_B_CONFIG, fake_vit_b_state_dict
 
@@ -27,8 +28,7 @@ def test_build_config_applies_cli_options(test_tool, tmp_path):
     assert cfg.test_cfg.out_file == str(tmp_path / 'm.json')
     assert cfg.model.head.num_refinements == 1
     assert cfg.test_dataloader.dataset.data_root == '/d'
-    assert cfg.default_hooks.visualization.draw is True
-    assert cfg.visualizer.save_dir == str(tmp_path / 'vis')
+    assert cfg.custom_hooks == [dict(type='PanelVisualizationHook', out_dir=str(tmp_path / 'vis'))]
     assert cfg.load_from is None and cfg.launcher == 'none'
     assert cfg.test_cfg.type == 'OneShotTestLoop'
 
@@ -71,3 +71,22 @@ def test_cli_script_exit_code_and_message(tmp_path):
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert 'error: ' in proc.stderr and ckpt in proc.stderr and 'vit_b' in proc.stderr
+
+
+def test_benchmark_prints_the_per_stage_table(tmp_path, folder_task, capsys):
+    from conftest import folder_options, load_tool
+    options = [f'{k}={v}' for k, v in folder_options(folder_task).items()]
+    out = tmp_path / 'bench.json'
+    code = load_tool('benchmark').main([TINY_CONFIG, '--device', 'cpu', '--images', '2',
+                                        '--repeats', '1', '--compare-official', '--json',
+                                        str(out), '--cfg-options'] + options)
+    assert code == 0
+    text = capsys.readouterr().out
+    for stage in ('| encode |', '| prompt generation |', '| decode |', '| total (excl. fit) |'):
+        assert stage in text
+    assert 'official / ours' in text
+    result = json.load(open(out))
+    assert result['images'] == 2 and result['method'] == 'PerSAM'
+    assert 0 < result['decode_ms'] and 0 < result['encode_ms'] and result['peak_host_memory_gib']
+    assert result['total_ms'] == pytest.approx(
+        result['encode_ms'] + result['decode_ms'] + result['prompts_ms'], abs=0.02)

@@ -31,6 +31,7 @@ from mmseg_medpersam.compat import ensure_mmcv_ops  # noqa: E402
 ensure_mmcv_ops()  # mmseg_medpersam.datasets imports mmseg.datasets (mmcv-lite)
 
 from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, is_prepared, prepare_mni152, slice_name  # noqa: E402
+from mmseg_medpersam.utils.masks import dice
 from mmseg_medpersam.warping import WarpingModel  # noqa: E402
 
 
@@ -51,13 +52,6 @@ def parse_args() -> argparse.Namespace:
                    help='torch CPU threads (default: torch default)')
     p.add_argument('--no-tvl1', action='store_true', help='skip the TV-L1 baseline')
     return p.parse_args()
-
-
-def dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Foreground Dice of two binary masks (1 when both are empty)."""
-    pred, gt = pred.astype(bool), gt.astype(bool)
-    denom = pred.sum() + gt.sum()
-    return 1.0 if denom == 0 else float(2 * (pred & gt).sum() / denom)
 
 
 def load_task(root: str, task: str) -> Dict[int, tuple]:

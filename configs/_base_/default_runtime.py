@@ -18,3 +18,5 @@ default_hooks = dict(
     visualization=dict(type='SegVisualizationHook', draw=False),
 )
 test_cfg = dict(type='OneShotTestLoop')
+# Several processes (tools/dist_test.sh): each runs its own copy, no gradient sync.
+model_wrapper_cfg = dict(type='OneShotInferenceWrapper')

@@ -1,21 +1,23 @@
 """One-shot datasets, loading transforms and the embedded MNI152 tasks."""
 from .io import OneShotDataError, load_image, load_label_map
 from .one_shot import (
-                       MNI152BrainDataset,
-                       MNI152Dataset,
-                       MNI152VentriclesDataset,
-                       MNI152WhiteMatterDataset,
-                       NiftiSliceDataset,
-                       OneShotFolderDataset,
+    MNI152BrainDataset,
+    MNI152Dataset,
+    MNI152VariationDataset,
+    MNI152VentriclesDataset,
+    MNI152WhiteMatterDataset,
+    NiftiSliceDataset,
+    OneShotFolderDataset,
 )
 from .transforms import (
-                       ONE_SHOT_META_KEYS,
-                       LoadOneShotAnnotations,
-                       LoadOneShotImage,
-                       PackOneShotInputs,
+    ONE_SHOT_META_KEYS,
+    LoadOneShotAnnotations,
+    LoadOneShotImage,
+    PackOneShotInputs,
 )
 
 __all__ = ['OneShotDataError', 'load_image', 'load_label_map', 'OneShotFolderDataset',
            'MNI152Dataset', 'MNI152WhiteMatterDataset', 'MNI152VentriclesDataset',
-           'MNI152BrainDataset', 'NiftiSliceDataset', 'LoadOneShotImage',
-           'LoadOneShotAnnotations', 'PackOneShotInputs', 'ONE_SHOT_META_KEYS']
+           'MNI152BrainDataset', 'MNI152VariationDataset', 'NiftiSliceDataset',
+           'LoadOneShotImage', 'LoadOneShotAnnotations', 'PackOneShotInputs',
+           'ONE_SHOT_META_KEYS']

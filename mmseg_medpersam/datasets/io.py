@@ -26,8 +26,9 @@ class OneShotDataError(ValueError):
     """An input file cannot be used (unreadable, empty mask, wrong size, unknown labels)."""
 
 
-def _is_nifti(path: str) -> bool:
-    return path.lower().endswith(NIFTI_SUFFIXES)
+def is_nifti(path: str) -> bool:
+    """Whether ``path`` names a NIfTI file (.nii, .nii.gz)."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
 def _is_dicom(path: str) -> bool:
@@ -42,21 +43,8 @@ def read_array(path: str, slice_index: Optional[int] = None, axis: int = 2) -> n
     if not osp.isfile(path):
         raise OneShotDataError(f'{path}: file not found.')
     try:
-        if _is_nifti(path):
-            import nibabel as nib
-            volume = nib.load(path).dataobj
-            if len(volume.shape) == 2:
-                data = np.asarray(volume)
-            else:
-                if slice_index is None:
-                    raise OneShotDataError(
-                        f'{path}: a {len(volume.shape)}D volume needs a slice index.')
-                index = [slice(None)] * len(volume.shape)
-                index[axis] = int(slice_index)
-                data = np.asarray(volume[tuple(index)])
-            data = np.squeeze(data)
-            # Voxel axes (i, j) -> image rows/cols shown with the second axis up.
-            return np.ascontiguousarray(np.flipud(data.T))
+        if is_nifti(path):
+            return nifti_slice(path, slice_index, axis)
         if _is_dicom(path):
             import pydicom
             ds = pydicom.dcmread(path)
@@ -78,12 +66,59 @@ def read_array(path: str, slice_index: Optional[int] = None, axis: int = 2) -> n
     return data
 
 
+def volume_shape(path: str) -> tuple:
+    """The voxel shape of a NIfTI file; errors name the file."""
+    if not osp.isfile(path):
+        raise OneShotDataError(f'{path}: file not found.')
+    try:
+        import nibabel as nib
+        return tuple(int(n) for n in nib.load(path).shape)
+    except Exception as e:
+        raise OneShotDataError(f'{path}: cannot read as NIfTI ({type(e).__name__}: {e}).') from e
+
+
+def nifti_slice(path: str, slice_index: Optional[int], axis: int = 2) -> np.ndarray:
+    """Slice ``slice_index`` along ``axis`` of a 3D NIfTI volume (a 2D file as is), displayed
+    with voxel axes (i, j) as columns and rows, the second axis pointing up."""
+    import nibabel as nib
+    volume = nib.load(path).dataobj
+    shape = tuple(int(n) for n in volume.shape)
+    if len(shape) > 3 and all(n == 1 for n in shape[3:]):
+        shape = shape[:3]
+    if len(shape) == 2:
+        data = np.asarray(volume).reshape(shape)
+    elif len(shape) == 3:
+        if slice_index is None:
+            raise OneShotDataError(f'{path}: a 3D volume (shape {shape}) needs a slice index '
+                                   '(vol.nii.gz#42 on the command line, slice_index in a '
+                                   'dataset).')
+        if not 0 <= int(slice_index) < shape[axis]:
+            raise OneShotDataError(f'{path}: slice {slice_index} is outside the volume: axis '
+                                   f'{axis} has slices 0..{shape[axis] - 1} (shape {shape}).')
+        index = [slice(None)] * 3
+        index[axis] = int(slice_index)
+        data = np.asarray(volume[tuple(index) + (0, ) * (len(volume.shape) - 3)])
+    else:
+        raise OneShotDataError(f'{path}: a {len(shape)}D volume (shape {shape}); one-shot tasks '
+                               'take 2D images or 3D volumes: split the time or channel axis '
+                               'into 3D volumes first.')
+    return np.ascontiguousarray(np.flipud(data.T))
+
+
+#: Images smaller than this along either side cannot be segmented (nor scored).
+MIN_IMAGE_SIDE = 2
+
+
 def load_image(path: str, slice_index: Optional[int] = None, axis: int = 2,
                window: Optional[Sequence[float]] = None) -> np.ndarray:
     """An HxWx3 uint8 RGB image, windowed by ``windowing.to_uint8_rgb``'s documented rule."""
     data = read_array(path, slice_index, axis)
     if data.size == 0:
         raise OneShotDataError(f'{path}: empty image.')
+    if min(data.shape[:2]) < MIN_IMAGE_SIDE:
+        raise OneShotDataError(
+            f'{path}: an image of {data.shape[0]}x{data.shape[1]} pixels is too small to '
+            f'segment (each side needs at least {MIN_IMAGE_SIDE} pixels).')
     try:
         return to_uint8_rgb(data, window)
     except ValueError as e:

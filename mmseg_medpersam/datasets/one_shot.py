@@ -153,6 +153,34 @@ class MNI152BrainDataset(MNI152Dataset):
 
 
 @DATASETS.register_module()
+class MNI152VariationDataset(OneShotFolderDataset):
+    """An embedded task with simulated inter-subject variation (``datasets.variation``).
+
+    The reference is the undeformed reference slice of the MNI152 task ``structure``; every
+    other slice is deformed by its own seeded affine + elastic map and intensity change.
+
+    Args:
+        structure: 'ventricles' or 'brain' (or 'wm'): the MNI152 task it starts from.
+        severity: scales every magnitude of the variation (1: the documented defaults).
+        seed: seed of the draws.
+        data_root: where it is (or is written); None: ``data/mni152_<structure>-var``.
+    """
+
+    def __init__(self, structure: str = 'ventricles', severity: float = 1.0, seed: int = 0,
+                 data_root: Optional[str] = None, reference: Optional[Reference] = None,
+                 **kwargs) -> None:
+        from .variation import prepare_variation, variation_task_name
+        spec = get_task(structure)
+        name = variation_task_name(spec.name, severity)
+        data_root = data_root or f'data/mni152_{name}' + (f'_seed{seed}' if seed else '')
+        prepare_variation(data_root, spec.name, severity, seed)
+        metainfo = dict(kwargs.pop('metainfo', None) or {})
+        metainfo.setdefault('classes', ('background', spec.structure))
+        super().__init__(data_root=data_root, metainfo=metainfo,
+                         reference=reference or slice_name(spec.reference), **kwargs)
+
+
+@DATASETS.register_module()
 class NiftiSliceDataset(_OneShotClasses, BaseSegDataset):
     """2D slices of NIfTI volumes (image + label volume pairs) as a one-shot task.
 

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import List, Optional, Tuple
@@ -27,6 +28,7 @@ from mmseg.registry import LOOPS
 from ..datasets.io import OneShotDataError
 from ..evaluation.report import write_report
 from ..segmentors.one_shot_sam import PRIOR_KEY, sample_key
+from .hooks import SaveMasksHook
 from .transductive import fit_transductive
 
 
@@ -71,7 +73,7 @@ class OneShotTestLoop(TestLoop):
                 return
             except OneShotDataError as e:
                 failures.append(str(e))
-                print_log(f'skipped a target: {e}', logger='current', level=40)
+                print_log(f'skipped a target: {e}', logger='current', level=logging.ERROR)
 
     def all_targets(self, failures: List[str]):
         """Every target of the dataset (not only this rank's shard), preprocessed."""
@@ -82,7 +84,7 @@ class OneShotTestLoop(TestLoop):
                 batch = collate([dataset[i]])
             except OneShotDataError as e:
                 failures.append(str(e))
-                print_log(f'skipped a target: {e}', logger='current', level=40)
+                print_log(f'skipped a target: {e}', logger='current', level=logging.ERROR)
                 continue
             data = self.model.data_preprocessor(batch, False)
             for img, sample in zip(data['inputs'], data['data_samples']):
@@ -126,7 +128,7 @@ class OneShotTestLoop(TestLoop):
                 self.run_iter(idx, data_batch)
             except OneShotDataError as e:
                 failures.append(str(e))
-                print_log(f'skipped a target: {e}', logger='current', level=40)
+                print_log(f'skipped a target: {e}', logger='current', level=logging.ERROR)
         # One entry per file, whichever rank (and the fit) met it.
         failures = sorted({msg for part in all_gather_object(failures) for msg in part})
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
@@ -136,6 +138,8 @@ class OneShotTestLoop(TestLoop):
                        method=getattr(self.model, 'method_name', type(self.model).__name__),
                        device=device_name(self.model),
                        processes=get_world_size(),
+                       masks_dir=next((h.out_dir for h in self.runner.hooks
+                                       if isinstance(h, SaveMasksHook)), None),
                        wall_seconds=round(time.perf_counter() - start, 2))
             write_report(self.out_file, metrics, details, skipped=failures,
                          transductive=fit_log, run=run)

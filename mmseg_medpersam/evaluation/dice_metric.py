@@ -16,6 +16,7 @@ from mmseg.registry import METRICS
 
 from ..datasets.io import IGNORE_INDEX
 from ..utils.masks import dice_iou
+from ..utils.naming import prediction_name
 
 
 @METRICS.register_module()
@@ -34,8 +35,8 @@ class PerImageDiceMetric(BaseMetric):
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         num_classes = len(self.dataset_meta['classes']) if self.dataset_meta else None
         for sample in data_samples:
-            pred = sample['pred_sem_seg']['data'].squeeze().cpu().numpy()
-            gt = sample['gt_sem_seg']['data'].squeeze().cpu().numpy()
+            pred = sample['pred_sem_seg']['data'][0].cpu().numpy()
+            gt = sample['gt_sem_seg']['data'][0].cpu().numpy()
             valid = gt != IGNORE_INDEX
             n = num_classes or int(max(pred.max(), gt[valid].max(initial=0)) + 1)
             scores = {}
@@ -44,7 +45,8 @@ class PerImageDiceMetric(BaseMetric):
             path = sample.get('img_path', '')
             index = sample.get('slice_index')
             name = osp.basename(path) if index is None else f'{osp.basename(path)}#{index}'
-            self.results.append(dict(img=name, scores=scores, order=sample.get('sample_idx'),
+            self.results.append(dict(img=name, name=prediction_name(sample), scores=scores,
+                                     order=sample.get('sample_idx'),
                                      seconds=sample.get('predict_seconds')))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, object]:
@@ -88,7 +90,7 @@ def per_image_entries(results: List[dict]) -> List[dict]:
     for r in results:
         d = [v[0] for v in r['scores'].values() if not np.isnan(v[0])]
         j = [v[1] for v in r['scores'].values() if not np.isnan(v[1])]
-        entry = dict(img=r['img'], dice=float(np.mean(d)) if d else None,
+        entry = dict(img=r['img'], name=r.get('name'), dice=float(np.mean(d)) if d else None,
                      iou=float(np.mean(j)) if j else None)
         if len(r['scores']) > 1:
             entry['per_class'] = {str(c): dict(dice=v[0], iou=v[1])

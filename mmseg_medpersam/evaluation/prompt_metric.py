@@ -75,7 +75,7 @@ class PromptQualityMetric(BaseMetric):
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
-            gt = sample['gt_sem_seg']['data'].squeeze().cpu().numpy()
+            gt = sample['gt_sem_seg']['data'][0].cpu().numpy()
             for c, record in (sample.get('prompts') or {}).items():
                 self.results.append(prompt_figures(record, gt == int(c)))
 

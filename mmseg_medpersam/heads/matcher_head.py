@@ -9,9 +9,9 @@ from mmseg.registry import MODELS
 
 from ..matching import ScoreConfig, score_and_merge
 from ..prompts.context import PromptContext
-from ..prompts.matcher import MATCH_KEY
 from ..prompts.structures import Prompts, decode_prompts
 from ..sam.backend import SAMBackend
+from ..utils.validate import check_number
 from .base import BaseOneShotHead, HeadResult
 
 
@@ -32,31 +32,39 @@ class MatcherHead(BaseOneShotHead):
     def __init__(self, prompt_sampler: Optional[dict] = None, multimask_output: bool = False,
                  decode_batch: int = 64, score: Optional[dict] = None) -> None:
         super().__init__()
+        check_number(type(self).__name__, 'decode_batch', decode_batch, minimum=1, integer=True)
         self.prompt_sampler = MODELS.build(prompt_sampler or dict(type='MatcherPromptSampler'))
         self.multimask_output = multimask_output
         self.decode_batch = decode_batch
         self.score_cfg = ScoreConfig(**(score or {}))
 
     def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
-        prompts = self.prompt_sampler(ctx)
-        match, points, ref_fg, centres = ctx.cache[MATCH_KEY]
-        size = ctx.original_size
+        sample = self.prompt_sampler(ctx)
         geo = ctx.target.geometry
-        low_res, candidates = [], []
-        for start in range(0, prompts.num_sets, self.decode_batch):
-            part = prompts.select(torch.arange(start, min(start + self.decode_batch,
-                                                          prompts.num_sets)))
-            logits = decode_prompts(sam, ctx.target, part, multimask=self.multimask_output)
-            logits = logits.low_res_logits.flatten(0, 1)  # (b*C, 256, 256)
-            low_res.append(logits)
-            # Bring each chunk to the image and threshold it at once: M full-size float maps
-            # would not fit in memory for the larger presets.
-            candidates.append((geo.frame_to_image(logits) > 0).cpu())
-        low_res = torch.cat(low_res)
-        candidates = torch.cat(candidates).numpy()
+        multimask = 3 if self.multimask_output else 1
+        # Candidates in sampling order; each size group decoded in chunks, never padded.
+        order, low_res, candidates = [], [], []
+        for indices, prompts in sample.groups:
+            for start in range(0, prompts.num_sets, self.decode_batch):
+                part = torch.arange(start, min(start + self.decode_batch, prompts.num_sets))
+                out = decode_prompts(sam, ctx.target, prompts.select(part), multimask=multimask > 1)
+                logits = out.low_res_logits.flatten(0, 1)  # (b*C, 256, 256)
+                low_res.append(logits)
+                # Bring each chunk to the image and threshold it at once: M full-size float
+                # maps would not fit in memory for the larger presets.
+                candidates.append((geo.frame_to_image(logits) > 0).cpu())
+                order.extend(int(i) * multimask + c for i in indices[part.numpy()]
+                             for c in range(multimask))
+        size = ctx.original_size
+        if not low_res:
+            raise ValueError('Matcher: no prompt set was sampled (no matched patch)')
+        rank = torch.as_tensor(np.argsort(np.asarray(order)))
+        low_res = torch.cat(low_res)[rank.to(low_res[0].device)]
+        candidates = torch.cat(candidates)[rank].numpy()
         _, scores, kept = score_and_merge(
-            candidates, match, None, ref_fg, points, self.prompt_sampler.encoder.grid_size,
-            self.score_cfg, self.prompt_sampler.encoder.patch_size)
+            candidates, sample.match, None, sample.ref_fg, sample.points,
+            self.prompt_sampler.encoder.grid_size, self.score_cfg,
+            self.prompt_sampler.encoder.patch_size)
         if kept.size:
             # The union of the kept masks as logits: positive exactly on the union.
             kept_logits = geo.frame_to_image(low_res[torch.from_numpy(kept).to(low_res.device)])
@@ -64,9 +72,10 @@ class MatcherHead(BaseOneShotHead):
         else:
             merged_logits = torch.full(size, -1.0, device=low_res.device)
         # What SAM was prompted from: the k-means centres (all positive).
+        centres = sample.centres
         record = Prompts(
             point_coords=torch.as_tensor(np.asarray(centres, np.float32)).reshape(1, -1, 2),
             point_labels=torch.ones(1, len(centres), dtype=torch.long))
         info = dict(num_candidates=int(len(candidates)), num_merged=int(kept.size),
-                    num_matches=int(len(match)))
+                    num_matches=int(len(sample.match)))
         return HeadResult(merged_logits, prompts=record, info=info)

@@ -8,6 +8,8 @@ import torch.nn as nn
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
+from ..warping.losses import soft_dice_loss
+
 
 class MultimaskFusion(nn.Module):
     """Two free scalars w1, w2 giving weights (1 - w1 - w2, w1, w2) over SAM's 3 masks."""
@@ -26,10 +28,8 @@ class MultimaskFusion(nn.Module):
 
 
 def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """PerSAM-F's smoothed soft Dice on sigmoid probabilities."""
-    p = logits.sigmoid().flatten()
-    g = target.float().flatten()
-    return 1 - (2 * (p * g).sum() + 1) / (p.sum() + g.sum() + 1)
+    """PerSAM-F's smoothed soft Dice (+1 on both sides) on sigmoid probabilities."""
+    return soft_dice_loss(logits.sigmoid()[None], target.float()[None], eps=1.0)
 
 
 def fit_multimask_fusion(logits: Tensor, target: Tensor, iters: int = 1000, lr: float = 1e-3,

@@ -9,6 +9,7 @@ from mmseg.registry import MODELS
 from ..prompts.context import PromptContext, ReferenceContext
 from ..prompts.structures import decode_prompts
 from ..sam.backend import SAMBackend
+from ..utils.validate import check_number
 from .base import BaseOneShotHead, HeadResult
 from .multimask_fusion import fit_multimask_fusion
 from .refinement import cascaded_refinement, to_image_logits
@@ -39,6 +40,10 @@ class PerSAMFHead(BaseOneShotHead):
                  focal_alpha: float = 0.25, focal_gamma: float = 2.0,
                  num_refinements: int = 2) -> None:
         super().__init__()
+        name = type(self).__name__
+        check_number(name, 'num_refinements', num_refinements, minimum=0, integer=True)
+        check_number(name, 'iters', iters, minimum=0, integer=True)
+        check_number(name, 'lr', lr, minimum=0, open_interval=True)
         self.location_prior = MODELS.build(location_prior or dict(
             type='PerSAMLocationPrior', negative=False, target_guided_attention=False,
             target_semantic_prompt=False, prototype='mean_max'))

@@ -8,6 +8,7 @@ from mmseg.registry import MODELS
 from ..prompts.context import PromptContext
 from ..prompts.structures import Prompts, decode_prompts
 from ..sam.backend import SAMBackend
+from ..utils.validate import check_number
 from .base import BaseOneShotHead, HeadResult
 from .refinement import cascaded_refinement, to_image_logits
 
@@ -30,6 +31,8 @@ class PerSAMHead(BaseOneShotHead):
 
     def __init__(self, location_prior: Optional[dict] = None, num_refinements: int = 2) -> None:
         super().__init__()
+        check_number(type(self).__name__, 'num_refinements', num_refinements, minimum=0,
+                     integer=True)
         self.location_prior = MODELS.build(location_prior or dict(type='PerSAMLocationPrior'))
         self.num_refinements = num_refinements
 

@@ -1,32 +1,32 @@
 """Matcher baseline parts: DINOv2 features, patch matching, prompt sampling, mask scoring."""
 from .dinov2 import (
-                     DINOV2_ARCHS,
-                     DINOv2Encoder,
-                     build_dinov2_vit,
-                     convert_dinov2_state_dict,
-                     load_dinov2_checkpoint,
+    DINOV2_ARCHS,
+    DINOv2Encoder,
+    build_dinov2_vit,
+    convert_dinov2_state_dict,
+    load_dinov2_checkpoint,
 )
 from .instance_scoring import (
-                     ScoreConfig,
-                     emd_score,
-                     points_in_mask,
-                     purity_coverage,
-                     score_and_merge,
-                     score_candidates,
+    ScoreConfig,
+    emd_score,
+    points_in_mask,
+    purity_coverage,
+    score_and_merge,
+    score_candidates,
 )
 from .patch_matching import (
-                     MatchResult,
-                     bidirectional_matching,
-                     downsample_mask,
-                     patch_centers_xy,
-                     reference_patch_mask,
+    MatchResult,
+    bidirectional_matching,
+    downsample_mask,
+    patch_centers_xy,
+    reference_patch_mask,
 )
-from .prompt_sampler import PAD_LABEL, RobustPromptSampler, kmeans_centers, pad_point_subsets
+from .prompt_sampler import RobustPromptSampler, group_subsets_by_size, kmeans_centers
 
 __all__ = [
     'DINOV2_ARCHS', 'DINOv2Encoder', 'build_dinov2_vit', 'convert_dinov2_state_dict',
     'load_dinov2_checkpoint', 'MatchResult', 'bidirectional_matching', 'downsample_mask',
-    'patch_centers_xy', 'reference_patch_mask', 'PAD_LABEL', 'RobustPromptSampler',
-    'kmeans_centers', 'pad_point_subsets', 'ScoreConfig', 'emd_score', 'points_in_mask',
+    'patch_centers_xy', 'reference_patch_mask', 'RobustPromptSampler', 'kmeans_centers',
+    'group_subsets_by_size', 'ScoreConfig', 'emd_score', 'points_in_mask',
     'purity_coverage', 'score_and_merge', 'score_candidates'
 ]

@@ -58,10 +58,12 @@ def purity_coverage(points_xy: np.ndarray, mask: np.ndarray,
 
 @dataclass
 class ScoreConfig:
-    """Scoring, filtering and merging settings (defaults: FSS-1000 preset).
+    """Scoring, filtering and merging settings (defaults: Matcher's FSS-1000 preset).
 
     ``*_filter`` > 0 keeps masks with metric >= min(threshold, best metric); 0 is off.
-    ``use_score_filter`` switches to Matcher's distance-based selection (COCO preset).
+    ``use_score_filter`` switches to Matcher's distance-based selection of the scores. Only the
+    one-object FSS-1000 path is implemented end to end: Matcher's COCO/LVIS presets also need
+    dense grid prompts, stability/IoU filters and box NMS, which this plugin does not have.
     """
 
     alpha: float = 0.8

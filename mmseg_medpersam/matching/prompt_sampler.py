@@ -2,19 +2,19 @@
 
 The matched target points (or their k-means centres) are noisy; prompting SAM with many small
 subsets of them and scoring the resulting masks afterwards (instance-level matching) is more
-robust than trusting any single point set. Defaults follow the FSS-1000 "one whole object"
-preset: K = 8 k-means centres, subset sizes 4..6, all combinations (154 prompts).
+robust than trusting any single point set. Defaults follow Matcher's FSS-1000 "one whole
+object" preset (its scripts/fss.sh): K = 8 k-means centres, subset sizes 4..6, all
+combinations (154 prompts). Matcher's COCO/LVIS presets (dense grid prompts, stability and IoU
+filters, box NMS) are not implemented.
 """
 from __future__ import annotations
 
 import itertools
 import warnings
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-#: SAM's label for a padding point that is not a prompt.
-PAD_LABEL = -1
 #: Up to this many points every combination is taken; above it, random subsets are drawn.
 MAX_POINTS_FOR_ALL_COMBINATIONS = 8
 
@@ -101,19 +101,20 @@ class RobustPromptSampler:
     __call__ = sample
 
 
-def pad_point_subsets(subsets: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """Stack subsets of unequal size into SAM batches.
+def group_subsets_by_size(subsets: Sequence[np.ndarray]
+                          ) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Batch point subsets by size, without padding: SAM attends to every token it is given,
+    so a padded (label -1) subset decodes differently from the same subset alone.
 
-    Returns coords (B, Kmax, 2) float32 (padding at (0, 0)) and labels (B, Kmax) int64:
-    1 for a positive point, ``PAD_LABEL`` (-1, SAM's "not a point") for padding.
+    Returns, per size in order of first appearance, ``(indices, coords, labels)``: the
+    subsets' positions in ``subsets`` (B,), their points (B, k, 2) float32 and all-positive
+    labels (B, k) int64.
     """
-    if len(subsets) == 0:
-        return np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), np.int64)
-    kmax = max(len(s) for s in subsets)
-    coords = np.zeros((len(subsets), kmax, 2), dtype=np.float32)
-    labels = np.full((len(subsets), kmax), PAD_LABEL, dtype=np.int64)
+    groups: Dict[int, List[int]] = {}
     for i, s in enumerate(subsets):
-        s = np.asarray(s, dtype=np.float32).reshape(-1, 2)
-        coords[i, :len(s)] = s
-        labels[i, :len(s)] = 1
-    return coords, labels
+        groups.setdefault(len(s), []).append(i)
+    out = []
+    for size, idx in groups.items():
+        coords = np.stack([np.asarray(subsets[i], np.float32).reshape(size, 2) for i in idx])
+        out.append((np.asarray(idx, np.int64), coords, np.ones((len(idx), size), np.int64)))
+    return out

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from mmseg.registry import MODELS
 
-from .base import BasePromptGenerator
+from ..utils.validate import check_number
+from .base import BasePromptGenerator, flat_index_to_xy
 from .context import PromptContext
 from .structures import Prompts
 
@@ -77,7 +78,7 @@ def extreme_per_region(score: np.ndarray, region: np.ndarray, ids: np.ndarray,
         sel = region & (ids == r)
         vals = np.where(sel, score, -np.inf if largest else np.inf)
         idx = int(np.argmax(vals) if largest else np.argmin(vals))
-        points.append((idx % score.shape[1], idx // score.shape[1]))
+        points.append(flat_index_to_xy(idx, score.shape[1]))
     return np.asarray(points, np.float32).reshape(-1, 2)
 
 
@@ -97,8 +98,15 @@ class BandPointPrompt(BasePromptGenerator):
     def __init__(self, num_regions: int = 8, num_negative_regions: Optional[int] = None,
                  erosion: float = 0.1, dilation: float = 0.15, partition: str = 'sector') -> None:
         super().__init__()
-        if num_regions < 1:
-            raise ValueError('num_regions must be >= 1')
+        name = type(self).__name__
+        check_number(name, 'num_regions', num_regions, minimum=1, integer=True)
+        if num_negative_regions is not None:
+            check_number(name, 'num_negative_regions', num_negative_regions, minimum=0,
+                         integer=True)
+        check_number(name, 'erosion', erosion, minimum=0)
+        check_number(name, 'dilation', dilation, minimum=0)
+        if partition not in ('sector', 'grid'):
+            raise ValueError(f"{name}: partition must be 'sector' or 'grid', got {partition!r}")
         self.num_regions = num_regions
         self.num_negative_regions = (num_regions if num_negative_regions is None
                                      else num_negative_regions)

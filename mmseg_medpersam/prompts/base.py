@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -25,8 +25,12 @@ class BasePromptGenerator(nn.Module, metaclass=ABCMeta):
         """Prompts for the target in ``ctx``."""
 
 
+def flat_index_to_xy(idx: int, width: int) -> Tuple[int, int]:
+    """(x, y) of the ``idx``-th pixel of a row-major map ``width`` pixels wide."""
+    return idx % width, idx // width
+
+
 def argmax_xy(score: Tensor) -> Tensor:
     """(2,) float xy pixel of the maximum of an (H, W) map."""
-    idx = int(torch.argmax(score))
-    return torch.tensor([idx % score.shape[1], idx // score.shape[1]], dtype=torch.float32,
-                        device=score.device)
+    x, y = flat_index_to_xy(int(torch.argmax(score)), score.shape[1])
+    return torch.tensor([x, y], dtype=torch.float32, device=score.device)

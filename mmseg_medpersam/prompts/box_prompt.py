@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 from mmseg.registry import MODELS
 
+from ..utils.validate import check_number
 from .base import BasePromptGenerator, mask_bbox
 from .context import PromptContext
 from .structures import Prompts
@@ -24,6 +25,8 @@ class BoxPrompt(BasePromptGenerator):
 
     def __init__(self, margin: float = 0.0, jitter: float = 0.0, seed: int = 0) -> None:
         super().__init__()
+        check_number(type(self).__name__, 'margin', margin, minimum=0)
+        check_number(type(self).__name__, 'jitter', jitter, minimum=0)
         self.margin = margin
         self.jitter = jitter
         self.generator = torch.Generator().manual_seed(seed)

@@ -5,6 +5,7 @@ from typing import Optional
 
 from mmseg.registry import MODELS
 
+from ..utils.validate import check_number
 from .base import BasePromptGenerator
 from .context import PromptContext
 from .structures import Prompts
@@ -27,6 +28,8 @@ class MaskPrompt(BasePromptGenerator):
 
     def __init__(self, logit_scale: float = 8.0, use_sam_logits: bool = True) -> None:
         super().__init__()
+        check_number(type(self).__name__, 'logit_scale', logit_scale, minimum=0,
+                     open_interval=True)
         self.logit_scale = logit_scale
         self.use_sam_logits = use_sam_logits
 

@@ -2,13 +2,15 @@
 
 DINOv2 patch features of reference and target are matched both ways with the Hungarian
 algorithm; the matched target patches are clustered (k-means) and random subsets of the
-centres become many multi-point prompt sets, one SAM candidate each. The head scores and
-merges the candidates (``heads.matcher_head``); the matching is left in ``ctx.cache`` for it.
+centres become many multi-point prompt sets, one SAM candidate each. The sampler returns the
+prompt sets (grouped by size: SAM attends to every point token, so subsets are never padded)
+together with the matching, which the head needs to score and merge the candidates
+(``heads.matcher_head``).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -16,17 +18,39 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..matching import (
+    MatchResult,
     RobustPromptSampler,
     bidirectional_matching,
-    pad_point_subsets,
+    group_subsets_by_size,
     patch_centers_xy,
     reference_patch_mask,
 )
+from ..utils.cache import LRUCache
 from .base import BasePromptGenerator
 from .context import PromptContext
 from .structures import Prompts
 
-MATCH_KEY = 'matcher_match'
+
+@dataclass
+class MatcherSample:
+    """What Matcher's sampler found on one target.
+
+    Attributes:
+        groups: ``(indices, prompts)`` per subset size: the subsets' positions in sampling
+            order and their prompt sets (all points positive, no padding).
+        num_sets: number of prompt sets in all groups.
+        match: the bidirectional patch matching (for EMD scoring).
+        points: (N, 2) xy of the matched target patches.
+        ref_fg: the reference's foreground patches.
+        centres: (K, 2) xy the subsets were drawn from (k-means centres or the points).
+    """
+
+    groups: List[Tuple[np.ndarray, Prompts]]
+    num_sets: int
+    match: MatchResult
+    points: np.ndarray
+    ref_fg: np.ndarray
+    centres: np.ndarray
 
 
 @MODELS.register_module()
@@ -52,21 +76,16 @@ class MatcherPromptSampler(BasePromptGenerator):
             sample_range=tuple(sample_range), max_sample_iterations=max_sample_iterations,
             seed=seed)
         self.max_pairs = max_pairs
-        self.cache_size = cache_size
-        self._features: 'OrderedDict[str, Tensor]' = OrderedDict()
+        self.cache: LRUCache[Tensor] = LRUCache(cache_size)
 
     @torch.no_grad()
     def features(self, image: Tensor, key: Optional[str] = None) -> Tensor:
         """(h*w, C) unit-norm DINOv2 patch features of a (3, H, W) image, cached by key."""
-        if key is not None and key in self._features:
-            return self._features[key]
-        device = next(self.encoder.parameters()).device
-        feats = self.encoder(image[None].to(device))[0][0]
-        if key is not None and self.cache_size > 0:
-            self._features[key] = feats
-            while len(self._features) > self.cache_size:
-                self._features.popitem(last=False)
-        return feats
+        def compute() -> Tensor:
+            device = next(self.encoder.parameters()).device
+            return self.encoder(image[None].to(device))[0][0]
+
+        return self.cache.get_or_compute(key, compute)
 
     def reference_features(self, ctx: PromptContext) -> Tuple[Tensor, np.ndarray]:
         """Reference features and its foreground patches (once per reference and class)."""
@@ -77,7 +96,7 @@ class MatcherPromptSampler(BasePromptGenerator):
             ref.cache['matcher_ref'] = (feats, fg)
         return ref.cache['matcher_ref']
 
-    def forward(self, ctx: PromptContext) -> Prompts:
+    def forward(self, ctx: PromptContext) -> MatcherSample:
         ref_feats, ref_fg = self.reference_features(ctx)
         tgt_feats = self.features(ctx.image, ctx.target_key)
         match = bidirectional_matching(ref_feats.cpu().numpy(), tgt_feats.cpu().numpy(),
@@ -85,9 +104,9 @@ class MatcherPromptSampler(BasePromptGenerator):
         points = patch_centers_xy(match.tgt_idx, self.encoder.grid_size, ctx.original_size,
                                   self.encoder.patch_size)
         centres = self.sampler.prompt_points(points)  # what the subsets are drawn from
-        ctx.cache[MATCH_KEY] = (match, points, ref_fg, centres)
         subsets = [centres[idx] for idx in self.sampler.subset_indices(len(centres))]
-        coords, labels = pad_point_subsets(subsets)
         device = ctx.target.features.device
-        return Prompts(point_coords=torch.from_numpy(coords).to(device),
-                       point_labels=torch.from_numpy(labels).to(device))
+        groups = [(idx, Prompts(point_coords=torch.from_numpy(coords).to(device),
+                                point_labels=torch.from_numpy(labels).to(device)))
+                  for idx, coords, labels in group_subsets_by_size(subsets)]
+        return MatcherSample(groups, len(subsets), match, points, ref_fg, centres)

@@ -1,6 +1,7 @@
 """``OneShotSAMSegmentor``: segment targets from one labelled reference with a frozen SAM."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -92,7 +93,11 @@ class OneShotSAMSegmentor(BaseSegmentor):
                     slice_index=metainfo.get('ref_slice_index'), axis=metainfo.get('axis', 2))
 
     def _num_classes(self, metainfo: dict) -> int:
-        return int(self.num_classes or metainfo.get('num_classes') or 2)
+        num = self.num_classes or metainfo.get('num_classes')
+        if not num:
+            raise OneShotDataError('the number of classes is unknown: use a one-shot dataset '
+                                   '(it sets it from its class names) or set model.num_classes.')
+        return int(num)
 
     def get_reference(self, metainfo: dict) -> ReferenceSet:
         """Load, check, encode and prepare the reference (once; cached by path)."""
@@ -122,7 +127,7 @@ class OneShotSAMSegmentor(BaseSegmentor):
         missing = set(range(1, self._num_classes(metainfo))) - set(present)
         if missing:
             print_log(f'{seg_path}: classes {sorted(missing)} have no reference pixels and '
-                      'will not be predicted.', logger='current', level=30)
+                      'will not be predicted.', logger='current', level=logging.WARNING)
         self._references[key] = ref
         return ref
 
@@ -208,14 +213,15 @@ class OneShotSAMSegmentor(BaseSegmentor):
             if ori != (h, w):
                 labels = F.interpolate(labels[None, None].float(), ori, mode='nearest')[0, 0].long()
             sample.set_data({'pred_sem_seg': PixelData(data=labels[None])})
-            sample.set_field({c: self._prompt_record(r) for c, r in results.items()},
+            sample.set_field({c: self.prompt_record(r) for c, r in results.items()},
                              'prompts', field_type='metainfo')
             sample.set_field(time.perf_counter() - start, 'predict_seconds',
                              field_type='metainfo')
         return data_samples
 
     @staticmethod
-    def _prompt_record(result: HeadResult) -> dict:
+    def prompt_record(result: HeadResult) -> dict:
+        """What is stored with a prediction: the prompts (numpy), the prompt mask, the info."""
         record = result.prompts.to_numpy() if result.prompts is not None else {}
         if result.prompt_mask is not None:
             record['mask'] = result.prompt_mask.detach().cpu().numpy().astype(bool)

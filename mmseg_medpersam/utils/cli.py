@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from mmengine.config import DictAction
 
@@ -26,4 +27,20 @@ class ConfigOptionsAction(DictAction):
         return DictAction._parse_int_float_bool(text.strip('\'"'))
 
 
-__all__ = ['ConfigOptionsAction']
+class ConfigError(RuntimeError):
+    """A setting of the config or the command line cannot be used (tools exit with code 4)."""
+
+
+def config_error_message(err: BaseException) -> str:
+    """One line for a bad setting: the innermost message, without the ``class `X` in
+    registry/path:`` prefixes mmengine adds at every level of a nested build."""
+    text = str(err.args[0]) if err.args else str(err)
+    text = text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+    return re.sub(r'(class `[^`]+` in [^:]+: )+', '', text)
+
+
+#: Exit codes of the tools.
+EXIT_OK, EXIT_CHECKPOINT, EXIT_INPUT, EXIT_CONFIG = 0, 2, 3, 4
+
+__all__ = ['ConfigOptionsAction', 'ConfigError', 'config_error_message', 'EXIT_OK',
+           'EXIT_CHECKPOINT', 'EXIT_INPUT', 'EXIT_CONFIG']

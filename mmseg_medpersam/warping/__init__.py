@@ -2,21 +2,21 @@
 from .augment import RandomDeformation
 from .flow_net import FlowUNet
 from .losses import (
-                     local_ncc_loss,
-                     mask_loss,
-                     mse_loss,
-                     similarity_loss,
-                     smoothness_loss,
-                     soft_dice_loss,
+    local_ncc_loss,
+    mask_loss,
+    mse_loss,
+    similarity_loss,
+    smoothness_loss,
+    soft_dice_loss,
 )
 from .spatial_transformer import (
-                     compose_flows,
-                     flow_to_grid,
-                     identity_grid,
-                     integrate_velocity,
-                     resize_flow,
-                     resize_image,
-                     warp,
+    compose_flows,
+    flow_to_grid,
+    identity_grid,
+    integrate_velocity,
+    resize_flow,
+    resize_image,
+    warp,
 )
 from .warping_model import WarpingModel, to_gray, to_mask
 

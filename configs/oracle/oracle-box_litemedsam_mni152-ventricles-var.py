@@ -1,0 +1,5 @@
+_base_ = [
+    '../_base_/models/oracle_box.py',
+    '../_base_/datasets/mni152_ventricles-var.py',
+    '../_base_/default_runtime.py',
+]

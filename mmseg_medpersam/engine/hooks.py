@@ -1,0 +1,90 @@
+"""Test-time hooks: write each prediction, or a panel of it, as it is made."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+from ..utils.masks import dice
+from ..utils.naming import prediction_name
+
+
+@HOOKS.register_module()
+class SaveMasksHook(Hook):
+    """Write every predicted label map to ``out_dir/<name>.png`` (class indices, uint8).
+
+    ``tools/test.py --out-masks DIR`` adds it. Written as each target finishes, so an
+    interrupted run keeps what it predicted.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def before_test(self, runner) -> None:
+        os.makedirs(self.out_dir, exist_ok=True)
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
+                        outputs: Optional[Sequence] = None) -> None:
+        for sample in outputs or []:
+            labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+            cv2.imwrite(osp.join(self.out_dir, prediction_name(sample.metainfo) + '.png'),
+                        labels)
+
+
+def image_dice(pred: np.ndarray, gt: np.ndarray) -> Optional[float]:
+    """Mean foreground Dice over the classes present in either map (None if none is)."""
+    valid = gt != 255
+    scores = [dice((pred == c) & valid, (gt == c) & valid)
+              for c in np.unique(np.concatenate([np.unique(pred), np.unique(gt[valid])]))
+              if 0 < c < 255]
+    scores = [d for d in scores if not np.isnan(d)]
+    return float(np.mean(scores)) if scores else None
+
+
+@HOOKS.register_module()
+class PanelVisualizationHook(Hook):
+    """Draw a panel per target (``visualization.target_panel``) into ``out_dir``.
+
+    The reference with its label, the target with the predicted and true contours, the
+    prompts SAM got, Med-PerSAM's warped prior and SAM's mask after each refinement step;
+    method, target and Dice in the title. ``tools/test.py --show-dir DIR`` adds it.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def before_test(self, runner) -> None:
+        os.makedirs(self.out_dir, exist_ok=True)
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
+                        outputs: Optional[Sequence] = None) -> None:
+        from ..visualization import target_panel
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        method = getattr(model, 'method_name', type(model).__name__)
+        for image, sample in zip(data_batch['inputs'], outputs or []):
+            h, w = sample.metainfo.get('img_shape', image.shape[-2:])
+            img = image[:, :h, :w].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+            pred = sample.pred_sem_seg.data[0].cpu().numpy()
+            gt = sample.gt_sem_seg.data[0].cpu().numpy() if 'gt_sem_seg' in sample else None
+            reference = None
+            if hasattr(model, 'get_reference'):
+                ref = model.get_reference(sample.metainfo)
+                reference = (ref.image.permute(1, 2, 0).cpu().numpy().astype(np.uint8),
+                             ref.labels)
+            name = prediction_name(sample.metainfo)
+            score = image_dice(pred, gt) if gt is not None else None
+            title = f'{method} | {name}' + (f' | Dice {score:.3f}' if score is not None else '')
+            target_panel(osp.join(self.out_dir, name + '.png'), img, pred, gt,
+                         sample.metainfo.get('prompts'), reference, title)
+
+
+__all__ = ['SaveMasksHook', 'PanelVisualizationHook', 'prediction_name', 'image_dice']

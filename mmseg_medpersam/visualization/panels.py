@@ -1,0 +1,240 @@
+"""Figures of what a method did: per-target panels, method-by-target grids, Dice plots.
+
+Drawn with matplotlib (headless ``Agg``): contours with ``contour``, prompts as markers, so a
+point stays visible on a small image and every figure has a legend. Colours are fixed so
+figures of different methods read alike:
+
+* predicted mask: the class colour (class 1 orange, 2 cyan, ...), solid contour;
+* ground truth: white, dashed; Med-PerSAM's warped prior: yellow, dotted;
+* positive points: green '+', negative points: red 'x'; the box prompt: a blue rectangle.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+CLASS_COLOURS = ('#ff8c00', '#00e5ff', '#ff00ff', '#7fff00', '#ffd700', '#1e90ff')
+GT_COLOUR = '#ffffff'
+PRIOR_COLOUR = '#ffff00'
+POSITIVE_COLOUR = '#00ff00'
+NEGATIVE_COLOUR = '#ff0000'
+BOX_COLOUR = '#4da6ff'
+#: Every panel image is drawn at least this many pixels on its longest side.
+MIN_DRAWN_SIDE = 384
+
+
+def class_colour(c: int) -> str:
+    return CLASS_COLOURS[(int(c) - 1) % len(CLASS_COLOURS)]
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    return image if image.ndim == 2 else image[..., :3]
+
+
+def draw_contour(ax, mask: np.ndarray, colour: str, style: str = 'solid',
+                 width: float = 1.5) -> None:
+    """The boundary of a bool mask (nothing for an empty or full mask)."""
+    mask = np.asarray(mask, bool)
+    if mask.any() and not mask.all():
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=width,
+                   linestyles=style)
+
+
+def draw_label_contours(ax, labels: np.ndarray, style: str = 'solid',
+                        colour: Optional[str] = None) -> List[int]:
+    """Contours of every class of a label map; returns the classes drawn."""
+    classes = [int(c) for c in np.unique(labels) if 0 < c < 255]
+    for c in classes:
+        draw_contour(ax, labels == c, colour or class_colour(c), style)
+    return classes
+
+
+def draw_prompts(ax, record: dict) -> Tuple[bool, bool, bool]:
+    """Points and box of a prompt record; returns which kinds were drawn."""
+    pos = neg = box = False
+    coords = record.get('point_coords')
+    labels = record.get('point_labels')
+    if coords is not None and labels is not None:
+        coords = np.asarray(coords, float).reshape(-1, 2)
+        labels = np.asarray(labels).reshape(-1)
+        for value, marker, colour in ((1, '+', POSITIVE_COLOUR), (0, 'x', NEGATIVE_COLOUR)):
+            sel = labels == value
+            if sel.any():
+                ax.scatter(coords[sel, 0], coords[sel, 1], marker=marker, s=90, c=colour,
+                           linewidths=2, zorder=5)
+        pos, neg = bool((labels == 1).any()), bool((labels == 0).any())
+    boxes = record.get('boxes')
+    if boxes is not None and np.asarray(boxes).size >= 4:
+        x0, y0, x1, y1 = np.asarray(boxes, float).reshape(-1, 4)[0]
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=BOX_COLOUR,
+                               linewidth=1.5, zorder=4))
+        box = True
+    return pos, neg, box
+
+
+def _figure(cols: int, rows: int, shape: Sequence[int], extra_height: float = 0.9):
+    h, w = shape[:2]
+    scale = max(1.0, MIN_DRAWN_SIDE / max(h, w))
+    dpi = 100
+    fig, axes = plt.subplots(rows, cols, squeeze=False,
+                             figsize=(cols * w * scale / dpi, rows * h * scale / dpi
+                                      + extra_height), dpi=dpi)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def _legend(fig, handles: List[Line2D]) -> None:
+    if handles:
+        fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 4), fontsize=8,
+                   frameon=False)
+
+
+def target_panel(path: str, image: np.ndarray, pred: np.ndarray,
+                 gt: Optional[np.ndarray] = None,
+                 prompts: Optional[Dict[int, dict]] = None,
+                 reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                 title: str = '') -> str:
+    """Draw ``render_panel``'s figure to ``path`` (PNG); returns ``path``."""
+    fig, _ = render_panel(image, pred, gt, prompts, reference, title)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def render_panel(image: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] = None,
+                 prompts: Optional[Dict[int, dict]] = None,
+                 reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                 title: str = ''):
+    """One target: reference | target with prompts and contours | SAM's masks step by step.
+
+    Returns the figure and the target's axes (data coordinates are the image's pixels).
+
+    Args:
+        image: (H, W) or (H, W, 3) uint8 target; pred: (H, W) label map.
+        gt: (H, W) label map of the ground truth, if known.
+        prompts: per class, the prompt record stored with the prediction (points, labels,
+            boxes, 'mask': the warped prior, 'step_masks': SAM's mask after each step).
+        reference: (image, label map) of the labelled reference.
+        title: method, target and Dice, shown on top.
+    """
+    prompts = prompts or {}
+    steps = max((len(r.get('step_masks') or []) for r in prompts.values()), default=0)
+    cols = 1 + (reference is not None) + steps
+    fig, axes = _figure(cols, 1, np.asarray(image).shape, extra_height=1.1)
+    axes = list(axes[0])
+    handles: List[Line2D] = []
+    if reference is not None:
+        ax = axes.pop(0)
+        ax.imshow(_gray(reference[0]), cmap='gray', interpolation='nearest')
+        draw_label_contours(ax, np.asarray(reference[1]))
+        ax.set_title('reference (its label)', fontsize=9)
+    ax = target_ax = axes.pop(0)
+    ax.imshow(_gray(image), cmap='gray', interpolation='nearest')
+    drawn = draw_label_contours(ax, np.asarray(pred))
+    handles += [Line2D([], [], color=class_colour(c), label=f'prediction (class {c})')
+                for c in drawn] or [Line2D([], [], color=class_colour(1), label='prediction')]
+    if gt is not None:
+        draw_label_contours(ax, np.asarray(gt), style='dashed', colour=GT_COLOUR)
+        handles.append(Line2D([], [], color=GT_COLOUR, linestyle='--', label='ground truth'))
+    kinds = [False, False, False]
+    prior_drawn = False
+    for c, record in prompts.items():
+        if record.get('mask') is not None:
+            draw_contour(ax, record['mask'], PRIOR_COLOUR, 'dotted')
+            prior_drawn = True
+        kinds = [a or b for a, b in zip(kinds, draw_prompts(ax, record))]
+    if prior_drawn:
+        handles.append(Line2D([], [], color=PRIOR_COLOUR, linestyle=':', label='warped prior'))
+    for on, label, kw in zip(kinds, ('positive point', 'negative point', 'box prompt'),
+                             (dict(marker='+', color=POSITIVE_COLOUR, linestyle=''),
+                              dict(marker='x', color=NEGATIVE_COLOUR, linestyle=''),
+                              dict(color=BOX_COLOUR))):
+        if on:
+            handles.append(Line2D([], [], label=label, **kw))
+    ax.set_title('target', fontsize=9)
+    for i, ax in enumerate(axes):  # SAM's mask after each refinement step
+        ax.imshow(_gray(image), cmap='gray', interpolation='nearest')
+        for c, record in prompts.items():
+            masks = record.get('step_masks') or []
+            if i < len(masks):
+                draw_contour(ax, np.asarray(masks[i]), class_colour(c))
+            if record.get('mask') is not None:
+                draw_contour(ax, record['mask'], PRIOR_COLOUR, 'dotted')
+        ax.set_title(f'SAM step {i + 1}', fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, handles)
+    return fig, target_ax
+
+
+def method_grid(path: str, targets: Sequence[str], methods: Sequence[str],
+                images: Dict[str, np.ndarray], preds: Dict[Tuple[str, str], np.ndarray],
+                dice: Dict[Tuple[str, str], Optional[float]],
+                gts: Optional[Dict[str, np.ndarray]] = None) -> str:
+    """Rows: targets; columns: methods; each cell the prediction's and the truth's contours
+    over the image, with the cell's Dice. A missing prediction leaves its cell empty."""
+    shape = next(iter(images.values())).shape
+    fig, axes = _figure(len(methods), len(targets), shape, extra_height=0.8)
+    for r, target in enumerate(targets):
+        for c, method in enumerate(methods):
+            ax = axes[r][c]
+            ax.imshow(_gray(images[target]), cmap='gray', interpolation='nearest')
+            pred = preds.get((target, method))
+            if pred is not None:
+                draw_label_contours(ax, pred)
+            if gts and target in gts:
+                draw_label_contours(ax, gts[target], style='dashed', colour=GT_COLOUR)
+            d = dice.get((target, method))
+            score = 'no prediction' if pred is None else (
+                'Dice -' if d is None else f'Dice {d:.3f}')
+            ax.set_title(f'{method}\n{target}: {score}' if r == 0 else f'{target}: {score}',
+                         fontsize=8)
+    _legend(fig, [Line2D([], [], color=class_colour(1), label='prediction'),
+                  Line2D([], [], color=GT_COLOUR, linestyle='--', label='ground truth')])
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def dice_plot(path: str, methods: Sequence[str], per_image: Dict[str, Sequence[float]],
+              references: Sequence[str] = ()) -> str:
+    """One column per method: a box of its per-image Dice with every image as a point.
+    Columns named in ``references`` (warp only, the oracle) are drawn hatched and labelled."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(methods) + 1.5), 4.2), dpi=100)
+    data = [np.asarray([d for d in per_image.get(m, []) if d is not None], float)
+            for m in methods]
+    box = ax.boxplot([d if d.size else [np.nan] for d in data], patch_artist=True,
+                     widths=0.5, showfliers=False)
+    rng = np.random.default_rng(0)
+    for i, (m, d) in enumerate(zip(methods, data), start=1):
+        is_ref = m in references
+        patch = box['boxes'][i - 1]
+        patch.set_facecolor('#dddddd' if is_ref else '#cfe3ff')
+        if is_ref:
+            patch.set_hatch('//')
+        ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=14, zorder=3,
+                   c='#555555' if is_ref else '#1f5fbf')
+    ax.set_xticks(range(1, len(methods) + 1))
+    ax.set_xticklabels([f'{m}\n(reference)' if m in references else m for m in methods],
+                       fontsize=8)
+    ax.set_ylabel('per-image Dice')
+    ax.set_ylim(0, 1.02)
+    ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+__all__ = ['target_panel', 'render_panel', 'method_grid', 'dice_plot', 'draw_contour',
+           'draw_prompts', 'class_colour', 'CLASS_COLOURS', 'GT_COLOUR', 'PRIOR_COLOUR',
+           'POSITIVE_COLOUR', 'NEGATIVE_COLOUR', 'BOX_COLOUR']

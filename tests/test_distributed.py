@@ -1,0 +1,56 @@
+"""Several processes (gloo on CPU) give the same per-image report as one process."""
+import json
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, TINY_CONFIG, folder_options, make_folder_task
+
+MEDPERSAM_TINY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'medpersam_sam-tiny_mni152-wm.py')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _run(config, options, out, work_dir, processes):
+    cmd = [osp.join(REPO_ROOT, 'tools', 'test.py'), config, '--work-dir', work_dir,
+           '--out-metrics', out, '--cfg-options'] + [f'{k}={v}' for k, v in options.items()]
+    if processes > 1:
+        cmd = ['-m', 'torch.distributed.run', f'--nproc_per_node={processes}',
+               f'--master_port={_free_port()}'] + cmd + ['--launcher', 'pytorch']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable] + cmd, capture_output=True, text=True,
+                          cwd=REPO_ROOT, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize('config, extra', [
+    (TINY_CONFIG, {}),
+    (MEDPERSAM_TINY, {'model.head.warping.iters': 30, 'model.head.warping.work_long_side': 64,
+                      'model.head.retrain_rounds': 1, 'model.head.min_sam_agreement': 0,
+                      'model.head.pseudo_min_dice': 0}),
+], ids=['persam', 'medpersam'])
+def test_two_processes_report_what_one_process_reports(tmp_path, config, extra):
+    root = make_folder_task(str(tmp_path / 'task'), stems=('ref', 't1', 't2', 't3', 't4', 't5'))
+    options = dict(folder_options(root), **extra)
+    one = _run(config, options, str(tmp_path / 'one.json'), str(tmp_path / 'w1'), 1)
+    two = _run(config, options, str(tmp_path / 'two.json'), str(tmp_path / 'w2'), 2)
+    assert two['run']['processes'] == 2 and one['run']['processes'] == 1
+    assert [e['img'] for e in two['per_image']] == ['t1.png', 't2.png', 't3.png', 't4.png',
+                                                    't5.png']
+    for a, b in zip(one['per_image'], two['per_image']):
+        assert a['img'] == b['img']
+        assert a['dice'] == pytest.approx(b['dice'], abs=1e-6)
+    assert one['mDice'] == pytest.approx(two['mDice'], abs=1e-6)
+    if 'transductive' in one:  # the fit saw every target in both runs, and retrained alike
+        facts = [[(r['retrain_skipped'], r['pseudo_labels_used']) for r in run['transductive']
+                  ['rounds']] for run in (one, two)]
+        assert facts[0] == facts[1] == [(False, 5)]
