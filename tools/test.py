@@ -91,11 +91,24 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def init_cpu_process_group() -> None:
+    """Join torchrun's process group over gloo on a machine without a GPU.
+
+    mmengine's ``init_dist`` selects a CUDA device before it joins the group, which fails
+    without one; joining here first makes the Runner use the existing group.
+    """
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+
+
 def build_runner(cfg: Config, device: Optional[str]) -> Runner:
     """The Runner with its model built (settings are checked here) on ``device``."""
     if device and device.startswith('cuda') and not _cuda_available():
         raise ConfigError(f'--device {device}: no CUDA device on this machine; use --device cpu '
                           '(or leave --device out).')
+    if cfg.launcher == 'pytorch' and not _cuda_available():
+        init_cpu_process_group()
     try:
         runner = Runner.from_cfg(cfg)
     except (KeyError, ValueError, TypeError) as e:
