@@ -176,3 +176,30 @@ def test_prompts_are_stored_in_metainfo(multiclass_run):
                                       recorded[c].prompts.point_coords.numpy())
         assert 'iou_prediction' in record
     assert samples[0].metainfo['predict_seconds'] > 0
+
+
+def test_predict_fills_seg_logits_like_mmseg(tiny_sam, folder_task):
+    """pred_sem_seg is the argmax of seg_logits (background 0, each class its logits)."""
+    import torch
+    from conftest import REPO_ROOT
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'persam', 'persam_sam-tiny_mni152-wm.py'))
+    model = MODELS.build(cfg.model).eval()
+    model.begin_run()
+    import cv2
+    img = cv2.imread(osp.join(folder_task, 'images', 't1.png'))[..., ::-1].copy()
+    meta = dict(img_path=osp.join(folder_task, 'images', 't1.png'), img_shape=img.shape[:2],
+                ori_shape=img.shape[:2], num_classes=2,
+                ref_img_path=osp.join(folder_task, 'images', 'ref.png'),
+                ref_seg_map_path=osp.join(folder_task, 'masks', 'ref.png'))
+    inputs = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        (out, ) = model.predict(inputs, [SegDataSample(metainfo=meta)])
+    assert out.seg_logits.data.shape == (2, 64, 80)
+    assert torch.equal(out.seg_logits.data.argmax(0), out.pred_sem_seg.data[0])
+    assert model.extract_feat(inputs)[0].shape == (1, 256, 64, 64)
+    warp_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'medpersam',
+                                        'warp-only_mni152-wm.py'))
+    assert MODELS.build(warp_cfg.model).extract_feat(inputs) == []  # no SAM: no features

@@ -33,6 +33,8 @@ def fit_transductive(model, images: List[Tensor], metas: List[dict]) -> Tuple[Pr
     """
     from ..segmentors.one_shot_sam import sample_key
 
+    if model.sam is not None:  # every target encoded once, in batches, for the rounds below
+        model.sam.encode_many(images, [sample_key(m) for m in metas])
     priors, first = model.fit_transductive(images, metas)
     log = dict(fit=first, rounds=[])
     for round_ in range(getattr(model.head, 'retrain_rounds', 0)):

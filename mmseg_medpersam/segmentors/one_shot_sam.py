@@ -22,6 +22,8 @@ from ..prompts.context import PromptContext, ReferenceContext
 
 #: metainfo key of a target's prior (per class), set by the test loop after a transductive fit.
 PRIOR_KEY = 'transductive_prior'
+#: ``seg_logits`` of a class the reference does not label.
+NO_CLASS_LOGIT = -1e4
 
 
 @dataclass
@@ -185,6 +187,16 @@ class OneShotSAMSegmentor(BaseSegmentor):
         return results
 
     @staticmethod
+    def class_logits(results: Dict[int, HeadResult], size, num_classes: int) -> Tensor:
+        """(C, H, W) scores as mmseg's ``seg_logits``: background 0, each predicted class its
+        head's logits (positive = foreground), classes without a reference very low."""
+        logits = torch.full((num_classes, *size), NO_CLASS_LOGIT)
+        logits[0] = 0
+        for c, result in results.items():
+            logits[c] = result.logits.float().cpu()
+        return logits
+
+    @staticmethod
     def merge_classes(results: Dict[int, HeadResult], size) -> Tensor:
         """(H, W) label map: each pixel takes the class with the highest positive logit."""
         labels = torch.zeros(size, dtype=torch.long)
@@ -203,6 +215,12 @@ class OneShotSAMSegmentor(BaseSegmentor):
             data_samples = [SegDataSample(metainfo=dict(img_shape=inputs.shape[-2:],
                                                         ori_shape=inputs.shape[-2:]))
                             for _ in range(inputs.shape[0])]
+        if self.sam is not None and len(data_samples) > 1:  # one encoder call per batch
+            crops = [img[:, :s.metainfo.get('img_shape', img.shape[-2:])[0],
+                         :s.metainfo.get('img_shape', img.shape[-2:])[1]].float()
+                     for img, s in zip(inputs, data_samples)]
+            self.sam.encode_many(crops, [sample_key(s.metainfo) for s in data_samples],
+                                 batch_size=len(crops))
         for image, sample in zip(inputs, data_samples):
             meta = sample.metainfo
             h, w = meta.get('img_shape', image.shape[-2:])
@@ -212,7 +230,13 @@ class OneShotSAMSegmentor(BaseSegmentor):
             ori = tuple(meta.get('ori_shape', (h, w)))
             if ori != (h, w):
                 labels = F.interpolate(labels[None, None].float(), ori, mode='nearest')[0, 0].long()
-            sample.set_data({'pred_sem_seg': PixelData(data=labels[None])})
+            num = max([int(self.num_classes or meta.get('num_classes') or 2)]
+                      + [c + 1 for c in results])
+            seg_logits = self.class_logits(results, (h, w), num)
+            if ori != (h, w):
+                seg_logits = F.interpolate(seg_logits[None], ori, mode='bilinear')[0]
+            sample.set_data({'pred_sem_seg': PixelData(data=labels[None]),
+                             'seg_logits': PixelData(data=seg_logits)})
             sample.set_field({c: self.prompt_record(r) for c, r in results.items()},
                              'prompts', field_type='metainfo')
             sample.set_field(time.perf_counter() - start, 'predict_seconds',
