@@ -33,11 +33,14 @@ def fit_transductive(model, images: List[Tensor], metas: List[dict]) -> Tuple[Pr
     """
     from ..segmentors.one_shot_sam import sample_key
 
-    if model.sam is not None:  # every target encoded once, in batches, for the rounds below
+    retrain = getattr(model.head, 'retrain_rounds', 0)
+    if model.sam is not None and retrain and len(images) <= model.sam.cache.capacity:
+        # Every target is needed by the rounds below and the final pass: encode them once,
+        # in batches (kept in the backend's cache).
         model.sam.encode_many(images, [sample_key(m) for m in metas])
     priors, first = model.fit_transductive(images, metas)
     log = dict(fit=first, rounds=[])
-    for round_ in range(getattr(model.head, 'retrain_rounds', 0)):
+    for round_ in range(retrain):
         pseudo: List[Optional[Tensor]] = []
         for img, meta in zip(images, metas):
             results = model.segment(img, meta, priors.get(sample_key(meta)))
