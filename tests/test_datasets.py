@@ -70,10 +70,11 @@ def test_multi_label_masks_keep_their_labels(tmp_path):
     assert ds.get_data_info(0)['num_classes'] == 3
     assert len(ds.metainfo['palette']) == 3
     assert np.unique(ds[0]['gt_seg_map']).tolist() == [0, 1, 2]
-    # The same map in a two-class task is an error naming the file.
+    # The same maps in a two-class task are an error naming the file: the reference's first
+    # (it is read with the first target and handed to every sample).
     with pytest.raises(OneShotDataError) as err:
         _folder(root)[0]
-    assert osp.join(root, 'masks', 't1.png') in str(err.value)
+    assert str(err.value).startswith(osp.join(root, 'masks', 'ref.png'))
     assert '{2}' in str(err.value)
 
 
@@ -131,7 +132,8 @@ def test_16bit_png_is_windowed_to_uint8(folder_task):
     assert img.dtype == np.uint8 and img.shape == (64, 80, 3)
     assert (img[:, :40] == 0).all() and (img[:, 40:] == 255).all()
     window = LoadOneShotImage(window=(0, 80000))
-    out = window.transform(dict(img_path=osp.join(folder_task, 'images', 't1.png')))
+    out = window.transform(dict(img_path=osp.join(folder_task, 'images', 't1.png'),
+                                **_reference(folder_task)))
     assert out['img'][0, 0, 0] == 3 and out['img'][0, 79, 0] == 128
     assert out['ori_shape'] == (64, 80)
 
@@ -282,8 +284,17 @@ def test_nifti_shape_mismatch_and_missing_volume(nifti_pair):
 
 def test_annotation_loader_checks_size_against_image(folder_task):
     results = LoadOneShotImage().transform(
-        dict(img_path=osp.join(folder_task, 'images', 't1.png')))
+        dict(img_path=osp.join(folder_task, 'images', 't1.png'), **_reference(folder_task)))
     results.update(seg_map_path=osp.join(folder_task, 'masks', 't1.png'), num_classes=2)
     out = LoadOneShotAnnotations().transform(results)
     assert out['gt_seg_map'].shape == (64, 80)
     assert 'gt_seg_map' in out['seg_fields']
+    # The reference came along, read once for every sample.
+    assert out['ref_img'].shape == (64, 80, 3) and out['ref_seg_map'].any()
+    with pytest.raises(OneShotDataError, match='no reference'):
+        LoadOneShotImage().transform(dict(img_path=osp.join(folder_task, 'images', 't1.png')))
+
+
+def _reference(root):
+    return dict(ref_img_path=osp.join(root, 'images', 'ref.png'),
+                ref_seg_map_path=osp.join(root, 'masks', 'ref.png'), num_classes=2)

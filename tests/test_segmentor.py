@@ -190,10 +190,12 @@ def test_predict_fills_seg_logits_like_mmseg(tiny_sam, folder_task):
     model.begin_run()
     import cv2
     img = cv2.imread(osp.join(folder_task, 'images', 't1.png'))[..., ::-1].copy()
+    from mmseg_medpersam.datasets import LoadOneShotImage
     meta = dict(img_path=osp.join(folder_task, 'images', 't1.png'), img_shape=img.shape[:2],
                 ori_shape=img.shape[:2], num_classes=2,
                 ref_img_path=osp.join(folder_task, 'images', 'ref.png'),
                 ref_seg_map_path=osp.join(folder_task, 'masks', 'ref.png'))
+    meta['ref_img'], meta['ref_seg_map'] = LoadOneShotImage().load_reference(meta)
     inputs = torch.from_numpy(img).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         (out, ) = model.predict(inputs, [SegDataSample(metainfo=meta)])
@@ -203,3 +205,30 @@ def test_predict_fills_seg_logits_like_mmseg(tiny_sam, folder_task):
     warp_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'medpersam',
                                         'warp-only_mni152-wm.py'))
     assert MODELS.build(warp_cfg.model).extract_feat(inputs) == []  # no SAM: no features
+
+
+def test_the_model_reads_no_file(folder_task, tmp_path):
+    """Given the reference's pixels in the sample, the model segments with every file gone."""
+    import shutil
+
+    import cv2
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    from mmseg_medpersam.datasets import LoadOneShotImage
+    root = str(tmp_path / 'gone')
+    shutil.copytree(folder_task, root)
+    meta = dict(img_path=osp.join(root, 'images', 't1.png'), num_classes=2,
+                ref_img_path=osp.join(root, 'images', 'ref.png'),
+                ref_seg_map_path=osp.join(root, 'masks', 'ref.png'))
+    meta['ref_img'], meta['ref_seg_map'] = LoadOneShotImage().load_reference(meta)
+    img = cv2.imread(meta['img_path'])[..., ::-1].copy()
+    shutil.rmtree(root)
+    meta.update(img_shape=img.shape[:2], ori_shape=img.shape[:2])
+    model = MODELS.build(Config.fromfile(TINY_CONFIG).model).eval()
+    model.begin_run()
+    inputs = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        (out, ) = model.predict(inputs, [SegDataSample(metainfo=meta)])
+    assert out.pred_sem_seg.data.shape == (1, 64, 80)

@@ -51,6 +51,7 @@ from mmseg_medpersam.datasets.io import (
     load_image,
     volume_shape,
 )
+from mmseg_medpersam.datasets.transforms import LoadOneShotImage
 from mmseg_medpersam.engine.transductive import fit_transductive
 from mmseg_medpersam.sam.checkpoint import CheckpointError
 from mmseg_medpersam.segmentors.one_shot_sam import sample_key
@@ -227,15 +228,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_model(args: argparse.Namespace, reference: Tuple[str, Optional[int]],
-                ref_mask: Tuple[str, Optional[int]]):
+def pipeline_window(cfg: Config):
+    """The intensity window of the config's ``LoadOneShotImage`` (None: per-image percentiles)."""
+    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
+    for step in pipeline:
+        if step.get('type') == 'LoadOneShotImage':
+            return step.get('window')
+    return None
+
+
+def build_model(args: argparse.Namespace):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    index = reference[1] if reference[1] is not None else ref_mask[1]
-    cfg.model.reference = dict(img_path=reference[0], seg_map_path=ref_mask[0],
-                               slice_index=index, axis=args.axis)
     cfg.model.num_classes = args.num_classes
     if args.checkpoint and cfg.model.get('sam') is not None:
         cfg.model.sam.checkpoint = args.checkpoint
@@ -256,9 +262,14 @@ def main(argv=None) -> int:
     try:
         reference = split_slice(args.reference)
         ref_mask = split_slice(args.reference_mask)
-        model, cfg = build_model(args, reference, ref_mask)
+        model, cfg = build_model(args)
+        loader = LoadOneShotImage(window=pipeline_window(cfg))  # targets and reference alike
+        ref_info = dict(ref_img_path=reference[0], ref_seg_map_path=ref_mask[0],
+                        ref_slice_index=reference[1] if reference[1] is not None
+                        else ref_mask[1], axis=args.axis, num_classes=args.num_classes)
+        ref_info['ref_img'], ref_info['ref_seg_map'] = loader.load_reference(ref_info)
         model.begin_run()
-        ref = model.get_reference({})  # a bad reference stops here, before any target
+        ref = model.get_reference(ref_info)  # a bad reference stops here, before any target
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
         return EXIT_CONFIG
@@ -277,11 +288,10 @@ def main(argv=None) -> int:
         return EXIT_INPUT
     for sub in ('masks', 'panels'):
         os.makedirs(osp.join(args.out_dir, sub), exist_ok=True)
-    window = cfg.model.get('window')
     images, tensors, usable = [], [], []
     for t in plan.targets:
         try:
-            img = load_image(t.path, t.slice_index, args.axis, window)
+            img = load_image(t.path, t.slice_index, args.axis, loader.window)
         except OneShotDataError as e:
             plan.failed.append(str(e))
             print(f'skipped: {e}', file=sys.stderr)
@@ -289,7 +299,7 @@ def main(argv=None) -> int:
         images.append(img)
         tensors.append(torch.from_numpy(img).permute(2, 0, 1).float().to(args.device))
         usable.append(t)
-    metas = [dict(t.meta, axis=args.axis, num_classes=args.num_classes) for t in usable]
+    metas = [dict(ref_info, **t.meta) for t in usable]
 
     def done(t: Target) -> bool:
         return args.resume and all(osp.isfile(osp.join(args.out_dir, sub, t.name + '.png'))

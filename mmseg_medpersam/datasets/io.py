@@ -11,7 +11,7 @@ truth (not in references) 255 stays mmseg's "ignore". Any other value is an erro
 from __future__ import annotations
 
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -168,3 +168,21 @@ def check_same_size(image: np.ndarray, labels: np.ndarray, img_path: str,
         raise OneShotDataError(
             f'{seg_map_path}: mask size {labels.shape[0]}x{labels.shape[1]} differs from its '
             f'image {img_path} ({image.shape[0]}x{image.shape[1]}).')
+
+
+def load_reference(img_path: str, seg_map_path: str, num_classes: int,
+                   slice_index: Optional[int] = None, axis: int = 2,
+                   window: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The labelled reference: its HxWx3 uint8 image and HxW label map, checked.
+
+    Its label map may hold no 255 (nothing is "ignore" in a reference), must cover its image
+    pixel for pixel, and must label at least one pixel.
+    """
+    image = load_image(img_path, slice_index, axis, window)
+    labels = load_label_map(seg_map_path, num_classes, slice_index, axis, allow_ignore=False)
+    check_same_size(image, labels, img_path, seg_map_path)
+    if not labels.any():
+        raise OneShotDataError(f'{seg_map_path}: the reference mask is empty (no foreground '
+                               'pixel): label at least one structure.')
+    return image, labels
+

@@ -1,25 +1,33 @@
 """Pipeline steps that load one-shot task data through ``datasets.io``."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
+import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
 
-from .io import check_same_size, load_image, load_label_map
+from .io import OneShotDataError, check_same_size, load_image, load_label_map, load_reference
 
 # What the model may see of a target besides its pixels. The target's own mask path is NOT
 # here: methods never look at a target's label (the evaluators get it as ``gt_sem_seg``).
+# The reference (``ref_img``, ``ref_seg_map``) travels with every sample: the model reads
+# no file.
 ONE_SHOT_META_KEYS = ('img_path', 'sample_idx', 'ori_shape', 'img_shape', 'pad_shape',
                       'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
-                      'slice_index', 'axis', 'num_classes', 'window', 'ref_img_path',
-                      'ref_seg_map_path', 'ref_slice_index')
+                      'slice_index', 'axis', 'num_classes', 'ref_img_path',
+                      'ref_seg_map_path', 'ref_slice_index', 'ref_img', 'ref_seg_map')
 
 
 @TRANSFORMS.register_module()
 class LoadOneShotImage(BaseTransform):
-    """Load an image (PNG/JPEG/TIFF of any depth, DICOM, or a NIfTI slice) as HxWx3 uint8 RGB.
+    """Load a target image and its task's labelled reference, both with one window.
+
+    Images may be PNG/JPEG/TIFF of any depth, DICOM, or NIfTI slices; they become HxWx3 uint8
+    RGB. The reference (``ref_img_path``, ``ref_seg_map_path``, ``ref_slice_index`` that
+    one-shot datasets attach) is loaded once and handed to every sample as ``ref_img`` and
+    ``ref_seg_map``, so image and reference are read by the same rule.
 
     Args:
         window: (low, high) intensity window for non-8-bit data (e.g. a CT window); None uses
@@ -28,14 +36,29 @@ class LoadOneShotImage(BaseTransform):
 
     def __init__(self, window: Optional[Sequence[float]] = None) -> None:
         self.window = window
+        self._references: Dict[tuple, Tuple[np.ndarray, np.ndarray]] = {}
+
+    def load_reference(self, results: dict) -> Tuple[np.ndarray, np.ndarray]:
+        """The sample's reference (image, label map), read once per reference."""
+        if not results.get('ref_img_path'):
+            raise OneShotDataError(
+                'no reference: use a one-shot dataset that attaches one '
+                '(OneShotFolderDataset, NiftiSliceDataset, the MNI152 tasks).')
+        key = (results['ref_img_path'], results['ref_seg_map_path'],
+               results.get('ref_slice_index'), results.get('axis', 2),
+               int(results.get('num_classes', 2)))
+        if key not in self._references:
+            self._references[key] = load_reference(
+                key[0], key[1], key[4], key[2], key[3], self.window)
+        return self._references[key]
 
     def transform(self, results: dict) -> dict:
         img = load_image(results['img_path'], results.get('slice_index'),
                          results.get('axis', 2), self.window)
         results['img'] = img
-        results['window'] = self.window  # the reference is read with the same window
         results['img_shape'] = img.shape[:2]
         results['ori_shape'] = img.shape[:2]
+        results['ref_img'], results['ref_seg_map'] = self.load_reference(results)
         return results
 
 
@@ -57,7 +80,7 @@ class LoadOneShotAnnotations(BaseTransform):
 
 @TRANSFORMS.register_module()
 class PackOneShotInputs(PackSegInputs):
-    """``PackSegInputs`` that also keeps the one-shot keys (reference, slice, window, classes)."""
+    """``PackSegInputs`` that also keeps the one-shot keys (reference, slice, classes)."""
 
     def __init__(self, meta_keys: Sequence[str] = ONE_SHOT_META_KEYS) -> None:
         super().__init__(meta_keys=tuple(meta_keys))

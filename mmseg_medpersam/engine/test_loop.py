@@ -26,6 +26,7 @@ from mmengine.runner import TestLoop
 from mmseg.registry import LOOPS
 
 from ..datasets.io import OneShotDataError
+from ..datasets.transforms import LoadOneShotImage
 from ..evaluation.report import write_report
 from ..segmentors.one_shot_sam import PRIOR_KEY, sample_key
 from .hooks import SaveMasksHook
@@ -57,11 +58,20 @@ class OneShotTestLoop(TestLoop):
         return model.module if is_model_wrapper(model) else model
 
     def check_reference(self) -> None:
-        """Load the reference now, so a bad one stops the run before any target."""
+        """Load and prepare the reference now, so a bad one stops the run before any target.
+
+        It is read by the pipeline's ``LoadOneShotImage`` (which then hands it to every
+        sample) and prepared by the model.
+        """
         dataset = self.dataloader.dataset
-        if len(dataset) and hasattr(self.model, 'get_reference'):
-            with torch.no_grad():
-                self.model.get_reference(dataset.get_data_info(0))
+        loaders = [t for t in getattr(dataset.pipeline, 'transforms', [])
+                   if isinstance(t, LoadOneShotImage)]
+        if not len(dataset) or not loaders or not hasattr(self.model, 'get_reference'):
+            return
+        info = dataset.get_data_info(0)
+        ref_img, ref_seg_map = loaders[0].load_reference(info)
+        with torch.no_grad():
+            self.model.get_reference(dict(info, ref_img=ref_img, ref_seg_map=ref_seg_map))
 
     def iter_batches(self, failures: List[str]):
         """Batches of this rank's dataloader; a sample that fails to load is skipped."""

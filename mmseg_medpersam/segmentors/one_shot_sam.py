@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from ..datasets.io import OneShotDataError, check_same_size, load_image, load_label_map
+from ..datasets.io import OneShotDataError
 from ..heads.base import BaseOneShotHead, HeadResult
 from ..prompts.context import PromptContext, ReferenceContext
 
@@ -55,24 +55,20 @@ class OneShotSAMSegmentor(BaseSegmentor):
     Args:
         sam: ``SAMBackend`` config; None for a method that needs no SAM (warp-only ablation).
         head: head config (``PerSAMHead``, ``PerSAMFHead``, ``MatcherHead``, ``MedPerSAMHead``...).
-        reference: ``dict(img_path, seg_map_path[, slice_index, axis])``; None takes the
-            reference the dataset attaches to each sample (``ref_img_path`` ...).
         num_classes: classes including background; None takes the dataset's (sample metainfo).
-        window: intensity window for a non-8-bit reference image; None takes the window
-            ``LoadOneShotImage`` used for the targets (sample metainfo), so both match.
+
+    The reference comes with each sample (``ref_img``, ``ref_seg_map``, loaded by the data
+    pipeline's ``LoadOneShotImage``); the model reads no file.
     """
 
-    def __init__(self, sam: Optional[dict], head: dict, reference: Optional[dict] = None,
-                 num_classes: Optional[int] = None, window: Optional[Sequence[float]] = None,
+    def __init__(self, sam: Optional[dict], head: dict, num_classes: Optional[int] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.sam = MODELS.build(sam) if sam is not None else None
         self.head: BaseOneShotHead = MODELS.build(head)
-        self.reference_cfg = dict(reference) if reference else None
         self.num_classes = num_classes
-        self.window = window
         self.align_corners = False
-        # Loaded, encoded and prepared references of the current run (``begin_run`` clears).
+        # Encoded and prepared references of the current run (``begin_run`` clears).
         self._references: Dict[str, ReferenceSet] = {}
         self.register_buffer('_device_anchor', torch.zeros(0), persistent=False)
 
@@ -84,15 +80,10 @@ class OneShotSAMSegmentor(BaseSegmentor):
         self.head.reset()
 
     # ------------------------------------------------------------------ reference
-    def _reference_spec(self, metainfo: dict) -> dict:
-        if self.reference_cfg is not None:
-            return self.reference_cfg
-        if not metainfo.get('ref_img_path'):
-            raise OneShotDataError(
-                'no reference: set model.reference=dict(img_path=..., seg_map_path=...) or use '
-                'a one-shot dataset that attaches one (OneShotFolderDataset, ...).')
-        return dict(img_path=metainfo['ref_img_path'], seg_map_path=metainfo['ref_seg_map_path'],
-                    slice_index=metainfo.get('ref_slice_index'), axis=metainfo.get('axis', 2))
+    @staticmethod
+    def reference_key(metainfo: dict) -> str:
+        """Which reference a sample uses (its image's path and slice)."""
+        return sample_key(metainfo, prefix='ref_')
 
     def _num_classes(self, metainfo: dict) -> int:
         num = self.num_classes or metainfo.get('num_classes')
@@ -102,25 +93,24 @@ class OneShotSAMSegmentor(BaseSegmentor):
         return int(num)
 
     def get_reference(self, metainfo: dict) -> ReferenceSet:
-        """Load, check, encode and prepare the reference (once; cached by path)."""
-        spec = self._reference_spec(metainfo)
-        key = sample_key(spec)
+        """Encode and prepare the sample's reference (once per reference and run).
+
+        The data pipeline hands the reference over (``ref_img``, ``ref_seg_map``:
+        ``LoadOneShotImage``); the model reads no file.
+        """
+        key = self.reference_key(metainfo)
         if key in self._references:
             return self._references[key]
-        img_path, seg_path = spec['img_path'], spec['seg_map_path']
-        index, axis = spec.get('slice_index'), spec.get('axis', 2)
-        window = self.window if self.window is not None else metainfo.get('window')
-        image = load_image(img_path, index, axis, window)
-        labels = load_label_map(seg_path, self._num_classes(metainfo), index, axis,
-                                allow_ignore=False)
-        check_same_size(image, labels, img_path, seg_path)
+        if metainfo.get('ref_img') is None or metainfo.get('ref_seg_map') is None:
+            raise OneShotDataError(
+                'no reference with the sample: load the data with LoadOneShotImage (the one-shot '
+                'pipelines do), which hands the reference image and label map over.')
+        image, labels = metainfo['ref_img'], np.asarray(metainfo['ref_seg_map'])
         present = [int(c) for c in np.unique(labels) if c != 0]
-        if not present:
-            raise OneShotDataError(f'{seg_path}: the reference mask is empty (no foreground '
-                                   'pixel): label at least one structure.')
-        image_t = torch.from_numpy(image).permute(2, 0, 1).float().to(self.device)
+        image_t = torch.as_tensor(np.asarray(image)).permute(2, 0, 1).float().to(self.device)
         emb = self.sam.encode(image_t, key='ref:' + key) if self.sam is not None else None
-        ref = ReferenceSet(img_path, seg_path, image_t, labels)
+        ref = ReferenceSet(metainfo.get('ref_img_path'), metainfo.get('ref_seg_map_path'),
+                           image_t, labels)
         label_map = torch.from_numpy(labels.astype(np.int64)).to(self.device)
         for c in present:
             ref.classes[c] = ReferenceContext(image_t, label_map == c, emb, key=key, label=c,
@@ -128,8 +118,8 @@ class OneShotSAMSegmentor(BaseSegmentor):
             self.head.prepare(self.sam, ref.classes[c])
         missing = set(range(1, self._num_classes(metainfo))) - set(present)
         if missing:
-            print_log(f'{seg_path}: classes {sorted(missing)} have no reference pixels and '
-                      'will not be predicted.', logger='current', level=logging.WARNING)
+            print_log(f'{ref.seg_map_path}: classes {sorted(missing)} have no reference pixels '
+                      'and will not be predicted.', logger='current', level=logging.WARNING)
         self._references[key] = ref
         return ref
 
@@ -155,7 +145,7 @@ class OneShotSAMSegmentor(BaseSegmentor):
         """
         groups: Dict[str, List[int]] = {}
         for i, meta in enumerate(metainfos):
-            groups.setdefault(sample_key(self._reference_spec(meta)), []).append(i)
+            groups.setdefault(self.reference_key(meta), []).append(i)
         all_priors: Dict[str, Dict[int, Tensor]] = {}
         log = {}
         for ref_key, idx in groups.items():
