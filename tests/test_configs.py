@@ -27,11 +27,10 @@ def test_every_method_has_configs():
     for ablation in ('no-aug', 'no-refine', 'no-retrain', 'mask-only', 'box-only',
                      'points-only'):
         assert f'medpersam-{ablation}_litemedsam_mni152-wm.py' in names
-    for path in CONFIGS:  # the folder tells the method
+    for path in CONFIGS:  # the folder tells the method: its name starts every file's name
         folder = osp.basename(osp.dirname(path))
         assert osp.basename(path).startswith(
-            {'persam_f': 'persam-f_', 'medpersam': ('medpersam', 'warp-only')}.get(
-                folder, folder))
+            {'medpersam': ('medpersam', 'warp-only')}.get(folder, folder + '_'))
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.basename(p))

@@ -47,7 +47,7 @@ def test_persam_with_trained_weights(brain_slices, run_tool):
 
 
 def test_persam_f_with_trained_weights(brain_slices, run_tool):
-    config = 'persam_f/persam-f_litemedsam_mni152-brain.py'
+    config = 'persam-f/persam-f_litemedsam_mni152-brain.py'
     trained = _dices(run_tool, config, brain_slices, **{'model.head.iters': 200})
     random = _dices(run_tool, config, brain_slices,
                     **{'model.head.iters': 200, 'model.sam.arch': 'tiny'})

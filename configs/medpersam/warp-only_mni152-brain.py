@@ -1,3 +1,5 @@
-_base_ = ['./medpersam_litemedsam_mni152-brain.py']
-# Ablation: the warped reference mask is the prediction; no SAM is built or run.
-model = dict(sam=None, head=dict(use_sam=False, retrain_rounds=0))
+_base_ = [
+    '../_base_/models/warp_only.py',
+    '../_base_/datasets/mni152_brain.py',
+    '../_base_/default_runtime.py',
+]

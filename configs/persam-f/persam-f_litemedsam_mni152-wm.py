@@ -1,5 +1,5 @@
 _base_ = [
-    '../_base_/models/persam_f.py',
+    '../_base_/models/persam-f.py',
     '../_base_/datasets/mni152_wm.py',
     '../_base_/default_runtime.py',
 ]
