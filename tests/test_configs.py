@@ -30,7 +30,8 @@ def test_every_method_has_configs():
     for path in CONFIGS:  # the folder tells the method: its name starts every file's name
         folder = osp.basename(osp.dirname(path))
         assert osp.basename(path).startswith(
-            {'medpersam': ('medpersam', 'warp-only')}.get(folder, folder + '_'))
+            {'medpersam': ('medpersam', 'warp-only'), 'oracle': 'oracle-box_'}.get(
+                folder, folder + '_'))
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.basename(p))
