@@ -4,8 +4,8 @@ Drawn with matplotlib (headless ``Agg``): contours with ``contour``, prompts as 
 point stays visible on a small image and every figure has a legend. Colours are fixed so
 figures of different methods read alike:
 
-* predicted mask: the class colour (class 1 orange, 2 cyan, ...), solid contour;
-* ground truth: white, dashed; Med-PerSAM's warped prior: yellow, dotted;
+* predicted mask: the class colour (class 1 orange, 2 magenta, ...), solid contour;
+* ground truth: cyan, dashed; Med-PerSAM's warped prior: yellow, dotted;
 * positive points: green '+', negative points: red 'x'; the box prompt: a blue rectangle.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-CLASS_COLOURS = ('#ff8c00', '#00e5ff', '#ff00ff', '#7fff00', '#ffd700', '#1e90ff')
-GT_COLOUR = '#ffffff'
+CLASS_COLOURS = ('#ff8c00', '#ff00ff', '#7fff00', '#ffd700', '#1e90ff', '#ff6f91')
+GT_COLOUR = '#00ffff'
 PRIOR_COLOUR = '#ffff00'
 POSITIVE_COLOUR = '#00ff00'
 NEGATIVE_COLOUR = '#ff0000'
@@ -84,7 +84,8 @@ def _figure(cols: int, rows: int, shape: Sequence[int], extra_height: float = 0.
     h, w = shape[:2]
     scale = max(1.0, MIN_DRAWN_SIDE / max(h, w))
     dpi = 100
-    fig, axes = plt.subplots(rows, cols, squeeze=False,
+    # constrained layout packs the cells (titles and the legend below them) without margins
+    fig, axes = plt.subplots(rows, cols, squeeze=False, layout='constrained',
                              figsize=(cols * w * scale / dpi, rows * h * scale / dpi
                                       + extra_height), dpi=dpi)
     for ax in axes.ravel():
@@ -95,8 +96,8 @@ def _figure(cols: int, rows: int, shape: Sequence[int], extra_height: float = 0.
 
 def _legend(fig, handles: List[Line2D]) -> None:
     if handles:
-        fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 4), fontsize=8,
-                   frameon=False)
+        fig.legend(handles=handles, loc='outside lower center', ncol=min(len(handles), 4),
+                   fontsize=8, frameon=False)
 
 
 def target_panel(path: str, image: np.ndarray, pred: np.ndarray,
@@ -224,8 +225,8 @@ def dice_plot(path: str, methods: Sequence[str], per_image: Dict[str, Sequence[f
         ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=14, zorder=3,
                    c='#555555' if is_ref else '#1f5fbf')
     ax.set_xticks(range(1, len(methods) + 1))
-    ax.set_xticklabels([f'{m}\n(reference)' if m in references else m for m in methods],
-                       fontsize=8)
+    ax.set_xticklabels([f'{m}\n(reference)' if m in references and 'reference' not in m
+                        else m for m in methods], fontsize=8)
     ax.set_ylabel('per-image Dice')
     ax.set_ylim(0, 1.02)
     ax.grid(axis='y', alpha=0.3)
