@@ -141,6 +141,20 @@ def test_encode_many_batches_and_equals_one_by_one(tiny_sam):
     assert sam.num_encoded == 3 and all(a is b for a, b in zip(again, batched))
 
 
+def test_encode_many_default_batch_is_one_on_cpu_and_configurable():
+    images = [torch.rand(3, 32, 40) * 255 for _ in range(3)]
+    for batch, calls in ((None, 3), (2, 2), (3, 1)):
+        sam = SAMBackend(arch='tiny', encode_batch_size=batch)
+        sizes = []
+        handle = sam.model.image_encoder.register_forward_hook(
+            lambda m, inp, out: sizes.append(inp[0].shape[0]))
+        sam.encode_many(images)
+        handle.remove()
+        assert len(sizes) == calls and sum(sizes) == 3
+    with pytest.raises(ValueError, match='encode_batch_size'):
+        SAMBackend(arch='tiny', encode_batch_size=0)
+
+
 # --------------------------------------------------------------------------- decode
 def test_decode_batches_prompt_sets(tiny_sam):
     emb = _embedding((64, 80))

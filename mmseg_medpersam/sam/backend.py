@@ -18,6 +18,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..utils.cache import LRUCache
+from ..utils.validate import check_number
 from .builder import EMBED_GRID, PIXEL_MEAN, PIXEL_STD, ModelArch, build_sam_model, get_arch
 from .checkpoint import load_sam_checkpoint, read_checkpoint, resolve_checkpoint
 from .fast_attention import use_sdpa_attention
@@ -91,11 +92,15 @@ class SAMBackend(nn.Module):
         encoder_dtype: 'float32', or 'bfloat16' to run the image encoder under autocast on CUDA.
         encoder_attention: 'eager' (the encoder's own attention) or 'sdpa' (SAM ViT encoders
             only: the same attention through ``F.scaled_dot_product_attention``).
+        encode_batch_size: images per encoder call in ``encode_many``. None: 8 on a GPU, 1 on
+            a CPU, where batching is slower per image (LiteMedSAM on 2 cores: 1.2 s/image one
+            by one, 2.2 s/image in batches of 8).
     """
 
     def __init__(self, arch: str = 'vit_b', checkpoint: Optional[str] = None,
                  seed: Optional[int] = 0, cache_size: int = 128,
-                 encoder_dtype: str = 'float32', encoder_attention: str = 'eager') -> None:
+                 encoder_dtype: str = 'float32', encoder_attention: str = 'eager',
+                 encode_batch_size: Optional[int] = None) -> None:
         super().__init__()
         self.spec: ModelArch = get_arch(arch)
         if encoder_dtype not in ('float32', 'bfloat16'):
@@ -123,6 +128,10 @@ class SAMBackend(nn.Module):
         if encoder_attention == 'sdpa':
             use_sdpa_attention(self.model.image_encoder)
         self.encoder_attention = encoder_attention
+        if encode_batch_size is not None:
+            check_number('SAMBackend', 'encode_batch_size', encode_batch_size, minimum=1,
+                         integer=True)
+        self.encode_batch_size = encode_batch_size
         self.register_buffer('pixel_mean', torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer('pixel_std', torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
         self.cache: LRUCache[ImageEmbedding] = LRUCache(cache_size)
@@ -177,8 +186,9 @@ class SAMBackend(nn.Module):
 
     @torch.no_grad()
     def encode_many(self, images: Sequence[Tensor], keys: Optional[Sequence[str]] = None,
-                    batch_size: int = 8) -> List[ImageEmbedding]:
-        """Embed (3, H, W) RGB 0..255 images, ``batch_size`` per encoder call.
+                    batch_size: Optional[int] = None) -> List[ImageEmbedding]:
+        """Embed (3, H, W) RGB 0..255 images, ``batch_size`` per encoder call (None: the
+        backend's ``encode_batch_size``, by default 8 on a GPU and 1 on a CPU).
 
         Images cached under their key are not encoded again; new ones are cached.
         """
@@ -187,6 +197,8 @@ class SAMBackend(nn.Module):
             raise ValueError(f'{len(keys)} keys for {len(images)} images')
         out: List[Optional[ImageEmbedding]] = [self.cache.get(k) for k in keys]
         todo = [i for i, emb in enumerate(out) if emb is None]
+        if batch_size is None:
+            batch_size = self.encode_batch_size or (8 if self.device.type == 'cuda' else 1)
         step = max(1, int(batch_size))
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]

@@ -205,12 +205,11 @@ class OneShotSAMSegmentor(BaseSegmentor):
             data_samples = [SegDataSample(metainfo=dict(img_shape=inputs.shape[-2:],
                                                         ori_shape=inputs.shape[-2:]))
                             for _ in range(inputs.shape[0])]
-        if self.sam is not None and len(data_samples) > 1:  # one encoder call per batch
+        if self.sam is not None and len(data_samples) > 1:  # encode the batch first (batched on GPU)
             crops = [img[:, :s.metainfo.get('img_shape', img.shape[-2:])[0],
                          :s.metainfo.get('img_shape', img.shape[-2:])[1]].float()
                      for img, s in zip(inputs, data_samples)]
-            self.sam.encode_many(crops, [sample_key(s.metainfo) for s in data_samples],
-                                 batch_size=len(crops))
+            self.sam.encode_many(crops, [sample_key(s.metainfo) for s in data_samples])
         for image, sample in zip(inputs, data_samples):
             meta = sample.metainfo
             h, w = meta.get('img_shape', image.shape[-2:])
