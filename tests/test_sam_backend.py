@@ -155,6 +155,15 @@ def test_encode_many_default_batch_is_one_on_cpu_and_configurable():
         SAMBackend(arch='tiny', encode_batch_size=0)
 
 
+def test_compiled_encoder_equals_eager(tiny_sam):
+    """encoder_compile wraps the encoder in torch.compile (the 'eager' dynamo backend here:
+    the wiring is checked on CPU without a C++ toolchain; inductor is for GPUs)."""
+    image = torch.rand(3, 48, 40) * 255
+    sam = SAMBackend(arch='tiny', encoder_compile=dict(backend='eager'))
+    assert type(sam.model.image_encoder).__name__ == 'OptimizedModule'
+    torch.testing.assert_close(sam.encode(image).features, tiny_sam.encode(image).features)
+
+
 # --------------------------------------------------------------------------- decode
 def test_decode_batches_prompt_sets(tiny_sam):
     emb = _embedding((64, 80))

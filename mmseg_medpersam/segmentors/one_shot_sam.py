@@ -205,7 +205,7 @@ class OneShotSAMSegmentor(BaseSegmentor):
             data_samples = [SegDataSample(metainfo=dict(img_shape=inputs.shape[-2:],
                                                         ori_shape=inputs.shape[-2:]))
                             for _ in range(inputs.shape[0])]
-        if self.sam is not None and len(data_samples) > 1:  # encode the batch first (batched on GPU)
+        if self.sam is not None and len(data_samples) > 1:  # encode the batch first
             crops = [img[:, :s.metainfo.get('img_shape', img.shape[-2:])[0],
                          :s.metainfo.get('img_shape', img.shape[-2:])[1]].float()
                      for img, s in zip(inputs, data_samples)]
