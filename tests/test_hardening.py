@@ -49,6 +49,8 @@ def test_tiny_images_are_refused_when_read(tmp_path):
     (TINY_CONFIG, {'model.head.location_prior.type': 'NoSuchPrompt'},
      'NoSuchPrompt is not in the'),
     (TINY_CONFIG, {'model.sam.arch': 'vit_q'}, "unknown SAM arch 'vit_q'"),
+    (TINY_CONFIG, {'test_dataloader.dataset.type': 'NoSuchDataset'},
+     'NoSuchDataset is not in the'),
 ])
 def test_invalid_settings_stop_before_any_image_with_one_line(tmp_path, folder_task, run_tool,
                                                               capsys, config, options, message):

@@ -103,7 +103,7 @@ def init_cpu_process_group() -> None:
 
 
 def build_runner(cfg: Config, device: Optional[str]) -> Runner:
-    """The Runner with its model built (settings are checked here) on ``device``."""
+    """The Runner with its model and test loop built (settings are checked here)."""
     if device and device.startswith('cuda') and not _cuda_available():
         raise ConfigError(f'--device {device}: no CUDA device on this machine; use --device cpu '
                           '(or leave --device out).')
@@ -111,6 +111,9 @@ def build_runner(cfg: Config, device: Optional[str]) -> Runner:
         init_cpu_process_group()
     try:
         runner = Runner.from_cfg(cfg)
+        # mmengine builds the test loop (dataset, pipeline, evaluator) lazily inside test():
+        # build it now, so an unknown type or a bad argument there is a setting error too.
+        runner.test_loop  # noqa: B018
     except (KeyError, ValueError, TypeError) as e:
         if isinstance(e, (CheckpointError, OneShotDataError)):
             raise
