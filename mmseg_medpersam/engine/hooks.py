@@ -10,17 +10,13 @@ import numpy as np
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from ..utils.masks import dice
+from ..datasets.io import IGNORE_INDEX
+from ..utils.masks import mean_foreground_dice
 from ..utils.naming import prediction_name
 
 
-@HOOKS.register_module()
-class SaveMasksHook(Hook):
-    """Write every predicted label map to ``out_dir/<name>.png`` (class indices, uint8).
-
-    ``tools/test.py --out-masks DIR`` adds it. Written as each target finishes, so an
-    interrupted run keeps what it predicted.
-    """
+class _OutputDirHook(Hook):
+    """A test hook that writes one file per target into ``out_dir`` (made before the run)."""
 
     priority = 'LOW'
 
@@ -29,6 +25,15 @@ class SaveMasksHook(Hook):
 
     def before_test(self, runner) -> None:
         os.makedirs(self.out_dir, exist_ok=True)
+
+
+@HOOKS.register_module()
+class SaveMasksHook(_OutputDirHook):
+    """Write every predicted label map to ``out_dir/<name>.png`` (class indices, uint8).
+
+    ``tools/test.py --out-masks DIR`` adds it. Written as each target finishes, so an
+    interrupted run keeps what it predicted.
+    """
 
     def after_test_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
                         outputs: Optional[Sequence] = None) -> None:
@@ -38,32 +43,14 @@ class SaveMasksHook(Hook):
                         labels)
 
 
-def image_dice(pred: np.ndarray, gt: np.ndarray) -> Optional[float]:
-    """Mean foreground Dice over the classes present in either map (None if none is)."""
-    valid = gt != 255
-    scores = [dice((pred == c) & valid, (gt == c) & valid)
-              for c in np.unique(np.concatenate([np.unique(pred), np.unique(gt[valid])]))
-              if 0 < c < 255]
-    scores = [d for d in scores if not np.isnan(d)]
-    return float(np.mean(scores)) if scores else None
-
-
 @HOOKS.register_module()
-class PanelVisualizationHook(Hook):
+class PanelVisualizationHook(_OutputDirHook):
     """Draw a panel per target (``visualization.target_panel``) into ``out_dir``.
 
     The reference with its label, the target with the predicted and true contours, the
     prompts SAM got, Med-PerSAM's warped prior and SAM's mask after each refinement step;
     method, target and Dice in the title. ``tools/test.py --show-dir DIR`` adds it.
     """
-
-    priority = 'LOW'
-
-    def __init__(self, out_dir: str) -> None:
-        self.out_dir = out_dir
-
-    def before_test(self, runner) -> None:
-        os.makedirs(self.out_dir, exist_ok=True)
 
     def after_test_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
                         outputs: Optional[Sequence] = None) -> None:
@@ -81,10 +68,10 @@ class PanelVisualizationHook(Hook):
                 reference = (ref.image.permute(1, 2, 0).cpu().numpy().astype(np.uint8),
                              ref.labels)
             name = prediction_name(sample.metainfo)
-            score = image_dice(pred, gt) if gt is not None else None
+            score = mean_foreground_dice(pred, gt, IGNORE_INDEX) if gt is not None else None
             title = f'{method} | {name}' + (f' | Dice {score:.3f}' if score is not None else '')
             target_panel(osp.join(self.out_dir, name + '.png'), img, pred, gt,
                          sample.metainfo.get('prompts'), reference, title)
 
 
-__all__ = ['SaveMasksHook', 'PanelVisualizationHook', 'prediction_name', 'image_dice']
+__all__ = ['SaveMasksHook', 'PanelVisualizationHook', 'prediction_name']

@@ -15,7 +15,7 @@ from mmengine.logging import print_log
 from mmseg.registry import METRICS
 
 from ..datasets.io import IGNORE_INDEX
-from ..utils.masks import dice_iou
+from ..utils.masks import label_map_scores
 from ..utils.naming import prediction_name
 
 
@@ -37,11 +37,7 @@ class PerImageDiceMetric(BaseMetric):
         for sample in data_samples:
             pred = sample['pred_sem_seg']['data'][0].cpu().numpy()
             gt = sample['gt_sem_seg']['data'][0].cpu().numpy()
-            valid = gt != IGNORE_INDEX
-            n = num_classes or int(max(pred.max(), gt[valid].max(initial=0)) + 1)
-            scores = {}
-            for c in range(1, n):
-                scores[c] = dice_iou((pred == c) & valid, (gt == c) & valid)
+            scores = label_map_scores(pred, gt, IGNORE_INDEX, num_classes)
             path = sample.get('img_path', '')
             index = sample.get('slice_index')
             name = osp.basename(path) if index is None else f'{osp.basename(path)}#{index}'

@@ -7,7 +7,7 @@ comparison with ``nan`` is false.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -42,6 +42,24 @@ def iou(a: Mask, b: Mask) -> float:
     return dice_iou(a, b)[1]
 
 
+def label_map_scores(pred: np.ndarray, gt: np.ndarray, ignore_index: int,
+                     num_classes: Optional[int] = None) -> Dict[int, Tuple[float, float]]:
+    """Per foreground class ``c`` of two label maps: ``(dice, iou)`` of ``pred == c`` and
+    ``gt == c`` outside the ``ignore_index`` pixels; (nan, nan) for a class in neither.
+
+    Classes 1 .. ``num_classes`` - 1; without ``num_classes``, every class either map holds.
+    """
+    valid = gt != ignore_index
+    n = num_classes or int(max(pred.max(initial=0), gt[valid].max(initial=0)) + 1)
+    return {c: dice_iou((pred == c) & valid, (gt == c) & valid) for c in range(1, n)}
+
+
+def mean_foreground_dice(pred: np.ndarray, gt: np.ndarray, ignore_index: int) -> Optional[float]:
+    """Mean Dice over the foreground classes present in either map (None if none is)."""
+    scores = [d for d, _ in label_map_scores(pred, gt, ignore_index).values() if not np.isnan(d)]
+    return float(np.mean(scores)) if scores else None
+
+
 def mask_bbox(mask: Tensor) -> Optional[Tensor]:
     """(4,) float xyxy pixel box of a (H, W) bool mask, or None when it is empty."""
     ys, xs = torch.nonzero(torch.as_tensor(mask), as_tuple=True)
@@ -50,4 +68,4 @@ def mask_bbox(mask: Tensor) -> Optional[Tensor]:
     return torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
 
 
-__all__ = ['dice_iou', 'dice', 'iou', 'mask_bbox']
+__all__ = ['dice_iou', 'dice', 'iou', 'label_map_scores', 'mean_foreground_dice', 'mask_bbox']
