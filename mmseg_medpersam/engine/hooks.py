@@ -74,4 +74,4 @@ class PanelVisualizationHook(_OutputDirHook):
                          sample.metainfo.get('prompts'), reference, title)
 
 
-__all__ = ['SaveMasksHook', 'PanelVisualizationHook', 'prediction_name']
+__all__ = ['SaveMasksHook', 'PanelVisualizationHook']
