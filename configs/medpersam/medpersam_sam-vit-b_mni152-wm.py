@@ -1,3 +1,8 @@
-_base_ = ['./medpersam_litemedsam_mni152-wm.py']
 # SAM ViT-B (segment_anything weights: Meta's URL on first use, or --checkpoint PATH_OR_URL).
-model = dict(sam=dict(arch='vit_b'))
+_base_ = [
+    '../_base_/models/medpersam.py',
+    '../_base_/sam/sam_vit-b.py',
+    '../_base_/datasets/mni152_wm.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(sam={{_base_.sam}})

@@ -1,3 +1,8 @@
-_base_ = ['./persam_litemedsam_mni152-wm.py']
 # Random tiny SAM: the pipeline end to end for tests and CI (its Dice means nothing).
-model = dict(sam=dict(arch='tiny', seed=0))
+_base_ = [
+    '../_base_/models/persam.py',
+    '../_base_/sam/sam_tiny.py',
+    '../_base_/datasets/mni152_wm.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(sam={{_base_.sam}})

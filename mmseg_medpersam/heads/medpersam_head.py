@@ -12,7 +12,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..prompts.context import PromptContext, ReferenceContext
-from ..prompts.structures import Prompts, decode_prompts
+from ..prompts.structures import Prompts, decode_union
 from ..sam.backend import SAMBackend
 from ..utils.masks import dice, iou
 from ..utils.validate import check_number
@@ -219,8 +219,9 @@ class MedPerSAMHead(BaseOneShotHead):
                 stop = 'no prompt'
                 break
             first = first if first is not None else prompts
-            logits, _ = decode_prompts(sam, state.target, prompts,
-                                       multimask=self.multimask_output).best()
+            # One set per box (several with BoxPrompt(per_component=True)): the union.
+            logits, _ = decode_union(sam, state.target, prompts,
+                                     multimask=self.multimask_output)
             mask = logits_to_mask(logits, state.target)
             steps.append(mask.cpu())
             if not bool(mask.any()):  # SAM lost the structure: keep the last mask

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..sam.backend import DecoderHook, DecoderOutput, ImageEmbedding, SAMBackend
+from ..sam.geometry import FrameGeometry
 
 
 @dataclass
@@ -119,6 +120,33 @@ class Prompts:
                        point_labels=_take(self.point_labels), boxes=_take(self.boxes),
                        mask_logits=_take(self.mask_logits))
 
+    def restrict_to_boxes(self, geometry: FrameGeometry) -> 'Prompts':
+        """Each set's points and mask logits kept inside that set's box.
+
+        With one box per component (B sets), set k should be about component k only: points
+        outside box k become padding (label -1) and mask logits outside it are set to the
+        set's minimum (certain background). A no-op without several boxes.
+        """
+        if self.boxes is None or self.boxes.shape[0] < 2:
+            return self
+        out = self.expand(self.boxes.shape[0])
+        labels, logits = out.point_labels, out.mask_logits
+        if labels is not None:
+            x, y = out.point_coords[..., 0], out.point_coords[..., 1]
+            b = out.boxes[:, None, :]
+            inside = (x >= b[..., 0]) & (x <= b[..., 2]) & (y >= b[..., 1]) & (y <= b[..., 3])
+            labels = torch.where(inside, labels, torch.full_like(labels, -1))
+        if logits is not None:
+            m = logits.shape[-1]
+            frame = geometry.boxes_to_frame(out.boxes.float()) * (m / geometry.frame_size)
+            grid = torch.arange(m, device=logits.device, dtype=torch.float32) + 0.5
+            inx = (grid[None, :] >= frame[:, 0:1]) & (grid[None, :] <= frame[:, 2:3] + 1)
+            iny = (grid[None, :] >= frame[:, 1:2]) & (grid[None, :] <= frame[:, 3:4] + 1)
+            keep = (iny[:, :, None] & inx[:, None, :])[:, None]
+            floor = logits.amin(dim=(1, 2, 3), keepdim=True)
+            logits = torch.where(keep, logits, floor.expand_as(logits))
+        return replace(out, point_labels=labels, mask_logits=logits)
+
     def to(self, device: torch.device) -> 'Prompts':
         """Move every tensor to ``device``."""
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
@@ -140,6 +168,19 @@ def decode_prompts(sam: SAMBackend, emb: ImageEmbedding, prompts: Prompts,
     return sam.decode(emb, prompts.point_coords, prompts.point_labels, prompts.boxes,
                       prompts.mask_logits, multimask=multimask,
                       decoder_hook=prompts.decoder_hook)
+
+
+def decode_union(sam: SAMBackend, emb: ImageEmbedding, prompts: Prompts,
+                 multimask: bool = True) -> Tuple[Tensor, Tensor]:
+    """One mask from B prompt sets about parts of one structure (e.g. one box per component).
+
+    The sets are decoded in one batch (each set's prompts restricted to its box), each set's
+    best output by predicted IoU is kept, and the parts are merged: the union of the masks,
+    as the maximum of the logits. Returns (1, 1, 256, 256) logits and each set's (B,) IoU.
+    """
+    prompts = prompts.restrict_to_boxes(emb.geometry)
+    logits, iou = decode_prompts(sam, emb, prompts, multimask=multimask).best()
+    return logits.amax(dim=0, keepdim=True), iou
 
 
 def points_prompt(coords: Tensor, labels: Tensor) -> Prompts:

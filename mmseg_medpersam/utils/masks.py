@@ -68,4 +68,28 @@ def mask_bbox(mask: Tensor) -> Optional[Tensor]:
     return torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
 
 
-__all__ = ['dice_iou', 'dice', 'iou', 'label_map_scores', 'mean_foreground_dice', 'mask_bbox']
+def component_boxes(mask: Tensor, min_fraction: float = 0.05,
+                    max_components: int = 8) -> Optional[Tensor]:
+    """(K, 4) float xyxy boxes of the connected components of a (H, W) bool mask.
+
+    Components (8-connected) are taken largest first; one smaller than ``min_fraction`` of the
+    mask's area is left out (specks would get a box of their own), and at most
+    ``max_components`` are kept. None when the mask is empty.
+    """
+    from scipy import ndimage
+
+    arr = torch.as_tensor(mask).bool().cpu().numpy()
+    labels, count = ndimage.label(arr, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return None
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    order = np.argsort(-areas, kind='stable')
+    keep = [i for i in order if areas[i] >= min_fraction * areas.sum()][:max_components]
+    slices = ndimage.find_objects(labels)
+    boxes = [[slices[i][1].start, slices[i][0].start, slices[i][1].stop - 1,
+              slices[i][0].stop - 1] for i in keep]
+    return torch.tensor(boxes, dtype=torch.float32, device=torch.as_tensor(mask).device)
+
+
+__all__ = ['dice_iou', 'dice', 'iou', 'label_map_scores', 'mean_foreground_dice', 'mask_bbox',
+           'component_boxes']

@@ -1,8 +1,7 @@
 # Matcher (Liu et al., ICLR 2024) with DINOv2 ViT-L/14 at 518 px, one-object FSS-1000 preset.
 # DINOv2 weights are never downloaded: pass the official file, e.g.
 #   --cfg-options model.head.prompt_sampler.encoder.checkpoint=/path/to/dinov2_vitl14_pretrain.pth
-# Default SAM: LiteMedSAM.
-_base_ = ['../sam/litemedsam.py']
+_base_ = ['./one_shot_sam.py']
 model = dict(
     head=dict(
         type='MatcherHead',

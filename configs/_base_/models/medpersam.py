@@ -1,7 +1,7 @@
 # Med-PerSAM: a warping model fitted on the reference + the unlabeled targets turns the
 # reference label into mask, box and spread-out point prompts; SAM refines them K times; the
-# warping model is retrained R times on the refined predictions. Default SAM: LiteMedSAM.
-_base_ = ['../sam/litemedsam.py']
+# warping model is retrained R times on the refined predictions.
+_base_ = ['./one_shot_sam.py']
 model = dict(
     head=dict(
         type='MedPerSAMHead',

@@ -1,6 +1,6 @@
 # PerSAM-F: PerSAM + 2 scalars fusing SAM's 3 masks, fitted on the reference (1000 AdamW
-# steps on cached logits). Default SAM: LiteMedSAM.
-_base_ = ['../sam/litemedsam.py']
+# steps on cached logits).
+_base_ = ['./one_shot_sam.py']
 model = dict(
     head=dict(
         type='PerSAMFHead',

@@ -1,6 +1,6 @@
 # PerSAM (Zhang et al., 2023): location prior (1 positive + 1 negative point), target-guided
-# attention, target-semantic prompt, 2 cascaded refinements. Default SAM: LiteMedSAM.
-_base_ = ['../sam/litemedsam.py']
+# attention, target-semantic prompt, 2 cascaded refinements.
+_base_ = ['./one_shot_sam.py']
 model = dict(
     head=dict(
         type='PerSAMHead',

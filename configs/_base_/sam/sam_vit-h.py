@@ -1,4 +1,4 @@
 # SAM ViT-H (segment_anything weights; downloaded once from Meta's public URL when
 # checkpoint is None, or taken from --checkpoint PATH_OR_URL).
-_base_ = ['../models/one_shot_sam.py']
-model = dict(sam=dict(type='SAMBackend', arch='vit_h', checkpoint=None))
+# A leaf lists this file among its bases and sets model = dict(sam={{_base_.sam}}).
+sam = dict(type='SAMBackend', arch='vit_h', checkpoint=None)

@@ -1,0 +1,8 @@
+# SAM ViT-L (segment_anything weights: Meta's URL on first use, or --checkpoint PATH_OR_URL).
+_base_ = [
+    '../_base_/models/medpersam.py',
+    '../_base_/sam/sam_vit-l.py',
+    '../_base_/datasets/mni152_wm.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(sam={{_base_.sam}})
