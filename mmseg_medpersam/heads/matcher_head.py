@@ -27,7 +27,11 @@ class MatcherHead(BaseOneShotHead):
             relative-score threshold: the one-object preset).
     """
 
-    method_name = 'Matcher'
+    @property
+    def method_name(self) -> str:
+        """'Matcher' with DINOv2; with other features, a name no table can take for Matcher."""
+        source = getattr(self.prompt_sampler.encoder, 'feature_source', 'DINOv2')
+        return 'Matcher' if source == 'DINOv2' else f'Matcher pipeline, {source} features'
 
     def __init__(self, prompt_sampler: Optional[dict] = None, multimask_output: bool = False,
                  decode_batch: int = 64, score: Optional[dict] = None) -> None:

@@ -166,6 +166,13 @@ class DINOv2Encoder(nn.Module):
         side = self.img_size // self.patch_size
         return side, side
 
+    feature_source = 'DINOv2'
+
+    def patch_features(self, image: torch.Tensor, embedding=None) -> torch.Tensor:
+        """(h*w, C) features of one (3, H, W) image (``embedding``, SAM's, is not used)."""
+        device = next(self.parameters()).device
+        return self(image[None].to(device))[0][0]
+
     def train(self, mode: bool = True) -> 'DINOv2Encoder':
         """Keep a frozen encoder in eval mode."""
         super().train(mode)

@@ -25,6 +25,7 @@ from ..matching import (
     patch_centers_xy,
     reference_patch_mask,
 )
+from ..sam.backend import ImageEmbedding
 from ..utils.cache import LRUCache
 from .base import BasePromptGenerator
 from .context import PromptContext
@@ -58,7 +59,8 @@ class MatcherPromptSampler(BasePromptGenerator):
     """Multi-point prompt sets from bidirectional DINOv2 patch matching.
 
     Args:
-        encoder: ``DINOv2Encoder`` config (ViT-L/14 at 518 px by default).
+        encoder: ``DINOv2Encoder`` config (ViT-L/14 at 518 px by default), or
+            ``SAMFeatureEncoder`` (the SAM embedding's features: a variant, not Matcher).
         num_centers, use_points_or_centers, sample_range, max_sample_iterations, seed: the
             sampler (defaults: Matcher's one-object FSS-1000 preset).
         max_pairs: above this many matches keep the more similar half (Matcher: 40).
@@ -79,26 +81,25 @@ class MatcherPromptSampler(BasePromptGenerator):
         self.cache: LRUCache[Tensor] = LRUCache(cache_size)
 
     @torch.no_grad()
-    def features(self, image: Tensor, key: Optional[str] = None) -> Tensor:
-        """(h*w, C) unit-norm DINOv2 patch features of a (3, H, W) image, cached by key."""
-        def compute() -> Tensor:
-            device = next(self.encoder.parameters()).device
-            return self.encoder(image[None].to(device))[0][0]
-
-        return self.cache.get_or_compute(key, compute)
+    def features(self, image: Tensor, embedding: Optional[ImageEmbedding] = None,
+                 key: Optional[str] = None) -> Tensor:
+        """(h*w, C) unit-norm patch features of a (3, H, W) image, cached by key (DINOv2's, or
+        the SAM embedding's with ``SAMFeatureEncoder``)."""
+        return self.cache.get_or_compute(key, lambda: self.encoder.patch_features(image,
+                                                                                  embedding))
 
     def reference_features(self, ctx: PromptContext) -> Tuple[Tensor, np.ndarray]:
         """Reference features and its foreground patches (once per reference and class)."""
         ref = ctx.reference
         if 'matcher_ref' not in ref.cache:
-            feats = self.features(ref.image, 'ref:' + ref.key)  # shared by the classes
+            feats = self.features(ref.image, ref.embedding, 'ref:' + ref.key)  # every class
             fg = reference_patch_mask(ref.mask.cpu().numpy(), self.encoder.grid_size)
             ref.cache['matcher_ref'] = (feats, fg)
         return ref.cache['matcher_ref']
 
     def forward(self, ctx: PromptContext) -> MatcherSample:
         ref_feats, ref_fg = self.reference_features(ctx)
-        tgt_feats = self.features(ctx.image, ctx.target_key)
+        tgt_feats = self.features(ctx.image, ctx.target, ctx.target_key)
         match = bidirectional_matching(ref_feats.cpu().numpy(), tgt_feats.cpu().numpy(),
                                        ref_fg, max_pairs=self.max_pairs)
         points = patch_centers_xy(match.tgt_idx, self.encoder.grid_size, ctx.original_size,
