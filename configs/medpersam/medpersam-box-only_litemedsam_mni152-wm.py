@@ -1,3 +1,4 @@
 _base_ = ['./medpersam_litemedsam_mni152-wm.py']
 # Ablation: the box prompt alone.
-model = dict(head=dict(prompt_generators=[dict(type='BoxPrompt', margin=0.0)]))
+model = dict(head=dict(prompt_generators=[
+    dict(type='BoxPrompt', margin=0.0, per_component=True)]))

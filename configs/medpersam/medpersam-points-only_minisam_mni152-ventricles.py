@@ -1,0 +1,4 @@
+_base_ = ['./medpersam_minisam_mni152-ventricles.py']
+# Ablation: the band point prompts alone.
+model = dict(head=dict(prompt_generators=[
+    dict(type='BandPointPrompt', num_regions=8, erosion=0.1, dilation=0.15)]))
