@@ -206,8 +206,8 @@ def torch_hub_dir(tmp_path, monkeypatch):
     """An empty torch hub folder for this test (downloaded checkpoints are cached there)."""
     hub = tmp_path / 'torch_hub'
     hub.mkdir()
+    old = torch.hub.get_dir()  # before TORCH_HOME changes, or the old folder is lost
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    old = torch.hub.get_dir()
     torch.hub.set_dir(str(hub))
     yield hub
     torch.hub.set_dir(old)

@@ -189,6 +189,7 @@ def test_oracle_takes_the_better_of_one_box_and_one_box_per_component(minisam, t
     """On the two lateral ventricles the per-component boxes beat one box around both; the
     oracle's 'best' rule is never below either rule (it is the fair upper reference)."""
     import cv2
+
     from mmseg_medpersam.datasets.mni152 import prepare_mni152
     from mmseg_medpersam.segmentors.oracle_box import OracleBoxSegmentor
     from mmseg_medpersam.utils.masks import dice
@@ -209,3 +210,23 @@ def test_oracle_takes_the_better_of_one_box_and_one_box_per_component(minisam, t
     assert all(scores[n, 'per_component'] > scores[n, 'single'] for n in ('z084', 'z092')), scores
     with pytest.raises(ValueError, match='boxes must be one of'):
         OracleBoxSegmentor(sam=dict(type='SAMBackend', arch='tiny'), boxes='all')
+
+
+def test_checkpoint_path_overrides_and_another_arch_is_refused(minisam, tmp_path):
+    """checkpoint= takes a path (a copy of the converted file loads); a LiteMedSAM file given
+    to miniSAM is refused with the arch it fits, and vice versa."""
+    import shutil
+
+    from mmseg_medpersam.sam.builder import SAM_ARCHS
+    from mmseg_medpersam.sam.checkpoint import packaged_file
+    copy = str(tmp_path / 'my_minisam.pth')
+    shutil.copy(converted_path(), copy)
+    other = SAMBackend(arch='minisam', checkpoint=copy)
+    assert other.checkpoint == copy
+    assert torch.equal(other.model.mask_decoder.iou_token.weight,
+                       minisam.model.mask_decoder.iou_token.weight)
+    lite = packaged_file(SAM_ARCHS['litemedsam'].weights)
+    with pytest.raises(CheckpointError, match='looks like a LiteMedSAM checkpoint'):
+        SAMBackend(arch='minisam', checkpoint=lite)
+    with pytest.raises(CheckpointError, match='looks like a miniSAM checkpoint'):
+        SAMBackend(arch='litemedsam', checkpoint=copy)

@@ -1,6 +1,7 @@
 """Figures of what a method did: per-target panels, method-by-target grids, Dice plots.
 
-Drawn with matplotlib (headless ``Agg``): contours with ``contour``, prompts as markers, so a
+Drawn with matplotlib's object API (``Figure``, rendered by Agg; pyplot and the user's backend
+are never touched): contours with ``contour``, prompts as markers, so a
 point stays visible on a small image and every figure has a legend. Colours are fixed so
 figures of different methods read alike:
 
@@ -10,15 +11,16 @@ figures of different methods read alike:
 """
 from __future__ import annotations
 
+import io
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+from ..utils.atomic import atomic_write_bytes
 
 CLASS_COLOURS = ('#ff8c00', '#ff00ff', '#7fff00', '#ffd700', '#1e90ff', '#ff6f91')
 GT_COLOUR = '#00ffff'
@@ -80,14 +82,22 @@ def draw_prompts(ax, record: dict) -> Tuple[bool, bool, bool]:
     return pos, neg, box
 
 
+def save_figure(fig: Figure, path: str) -> None:
+    """Render ``fig`` as a PNG and write it atomically (a failed write leaves no 0-byte file)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png')
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def _figure(cols: int, rows: int, shape: Sequence[int], extra_height: float = 0.9):
     h, w = shape[:2]
     scale = max(1.0, MIN_DRAWN_SIDE / max(h, w))
     dpi = 100
     # constrained layout packs the cells (titles and the legend below them) without margins
-    fig, axes = plt.subplots(rows, cols, squeeze=False, layout='constrained',
-                             figsize=(cols * w * scale / dpi, rows * h * scale / dpi
-                                      + extra_height), dpi=dpi)
+    fig = Figure(layout='constrained', dpi=dpi,
+                 figsize=(cols * w * scale / dpi, rows * h * scale / dpi + extra_height))
+    FigureCanvasAgg(fig)  # rendered by Agg, whatever backend pyplot uses
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -107,8 +117,7 @@ def target_panel(path: str, image: np.ndarray, pred: np.ndarray,
                  title: str = '') -> str:
     """Draw ``render_panel``'s figure to ``path`` (PNG); returns ``path``."""
     fig, _ = render_panel(image, pred, gt, prompts, reference, title)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -201,8 +210,7 @@ def method_grid(path: str, targets: Sequence[str], methods: Sequence[str],
                          fontsize=8)
     _legend(fig, [Line2D([], [], color=class_colour(1), label='prediction'),
                   Line2D([], [], color=GT_COLOUR, linestyle='--', label='ground truth')])
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -210,7 +218,9 @@ def dice_plot(path: str, methods: Sequence[str], per_image: Dict[str, Sequence[f
               references: Sequence[str] = ()) -> str:
     """One column per method: a box of its per-image Dice with every image as a point.
     Columns named in ``references`` (warp only, the oracle) are drawn hatched and labelled."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(methods) + 1.5), 4.2), dpi=100)
+    fig = Figure(figsize=(max(4.0, 1.3 * len(methods) + 1.5), 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     data = [np.asarray([d for d in per_image.get(m, []) if d is not None], float)
             for m in methods]
     box = ax.boxplot([d if d.size else [np.nan] for d in data], patch_artist=True,
@@ -231,8 +241,7 @@ def dice_plot(path: str, methods: Sequence[str], per_image: Dict[str, Sequence[f
     ax.set_ylim(0, 1.02)
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
