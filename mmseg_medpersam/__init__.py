@@ -9,14 +9,12 @@ from . import (  # noqa: F401
     datasets,
     engine,
     evaluation,
-    heads,
-    matching,
+    methods,
     prompts,
     sam,
     segmentors,
     utils,
     visualization,
-    warping,
 )
 from .version import __version__
 

@@ -15,7 +15,6 @@ from mmseg_medpersam.sam import (
 )
 from mmseg_medpersam.sam.checkpoint import (
     checkpoint_cache_dir,
-    is_offline_error,
     resolve_checkpoint,
 )
 
@@ -120,7 +119,7 @@ def test_unreachable_url_fails_at_once_naming_file_and_option(closed_port, torch
     assert url in msg
     assert '--checkpoint /path/to/sam_vit_b_01ec64.pth' in msg
     assert str(torch_hub_dir / 'checkpoints' / 'sam_vit_b_01ec64.pth') in msg
-    assert is_offline_error(err.value)
+    assert 'Cannot download' in str(err.value)
     assert not (torch_hub_dir / 'checkpoints' / 'sam_vit_b_01ec64.pth').exists()
 
 

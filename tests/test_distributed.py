@@ -51,6 +51,7 @@ def test_two_processes_report_what_one_process_reports(tmp_path, config, extra):
         assert a['dice'] == pytest.approx(b['dice'], abs=1e-6)
     assert one['mDice'] == pytest.approx(two['mDice'], abs=1e-6)
     if 'transductive' in one:  # the fit saw every target in both runs, and retrained alike
-        facts = [[(r['retrain_skipped'], r['pseudo_labels_used']) for r in run['transductive']
-                  ['rounds']] for run in (one, two)]
+        facts = [[(r['retrain_skipped'], r['pseudo_labels_used'])
+                  for log in run['transductive']['references'].values() for r in log['rounds']]
+                 for run in (one, two)]
         assert facts[0] == facts[1] == [(False, 5)]

@@ -125,18 +125,21 @@ def test_medpersam_retraining_through_the_test_loop_is_reported(tmp_path, run_to
     code, out = run_tool(MEDPERSAM_TINY, options)
     assert code == 0
     fit = json.load(open(out))['transductive']
-    (round1, ) = fit['rounds']
+    (ref_log, ) = fit['references'].values()  # per reference, Med-PerSAM's own log
+    (round1, ) = ref_log['rounds']
     assert round1['retrain_skipped'] is False and round1['pseudo_labels_used'] == 3
-    assert fit['seconds'] > 0
+    assert fit['seconds'] > 0 and ref_log['seconds'] > 0
     # With the default guard and a random SAM, nothing is refined: the round is skipped.
     code, out = run_tool(MEDPERSAM_TINY, dict(folder_options(root), **FAST_WARP))
-    (round1, ) = json.load(open(out))['transductive']['rounds']
-    assert round1 == {'retrain_skipped': True, 'pseudo_labels_used': 0}
+    (ref_log, ) = json.load(open(out))['transductive']['references'].values()
+    (round1, ) = ref_log['rounds']
+    assert round1 == {'retrain_skipped': True, 'pseudo_label_candidates': 0,
+                      'pseudo_labels_used': 0}
 
 
 def test_warping_fit_logs_progress(monkeypatch):
-    from mmseg_medpersam.warping import WarpingModel
-    from mmseg_medpersam.warping import warping_model as module
+    from mmseg_medpersam.methods.medpersam.warping import WarpingModel
+    from mmseg_medpersam.methods.medpersam.warping import warping_model as module
     logged = []
     monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logged.append(msg))
     WarpingModel(iters=20, work_size=(32, 32)).fit(torch.rand(32, 32), torch.rand(32, 32) > 0.5,

@@ -3,13 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from mmseg_medpersam.heads import (
+from mmseg_medpersam.methods import (
     MatcherHead,
     MedPerSAMHead,
     PerSAMFHead,
     PerSAMHead,
-    fit_multimask_fusion,
 )
+from mmseg_medpersam.methods.base import HeadResult, TargetImage
+from mmseg_medpersam.methods.medpersam import MedPerSAMState
+from mmseg_medpersam.methods.persam import fit_multimask_fusion
 from mmseg_medpersam.prompts import PromptContext, Prompts, ReferenceContext
 from mmseg_medpersam.sam import DecoderOutput, FrameGeometry, ImageEmbedding
 
@@ -38,7 +40,7 @@ class ScriptedSAM:
                              emb.geometry)
 
 
-def ctx_for(mask, image=None, prior=None, sam=None):
+def ctx_for(mask, image=None, sam=None):
     h, w = mask.shape
     image = image if image is not None else torch.rand(3, h, w) * 255
     if sam is not None:
@@ -47,7 +49,12 @@ def ctx_for(mask, image=None, prior=None, sam=None):
         emb = ImageEmbedding(torch.randn(1, 256, 64, 64), FrameGeometry((h, w), 1024))
     ref = ReferenceContext(image=image, mask=mask, embedding=emb, key='ref',
                            label_map=mask.long())
-    return PromptContext(reference=ref, target=emb, image=image, prior=prior)
+    return PromptContext(reference=ref, target=emb, image=image, target_key='target')
+
+
+def with_prior(ctx, prior):
+    """``ctx`` and a Med-PerSAM fit whose warped prior on its target is ``prior``."""
+    return ctx, MedPerSAMState(None, {ctx.target_key: {ctx.reference.label: prior}}, {})
 
 
 def test_persam_survives_an_empty_intermediate_mask():
@@ -82,15 +89,16 @@ def test_persam_f_fit_lowers_loss_and_leaves_sam_untouched(tiny_sam):
     ctx = ctx_for(mask, image=image, sam=tiny_sam)
     head = PerSAMFHead(iters=200)
     with torch.no_grad():  # as inside mmengine's TestLoop
-        head.prepare(tiny_sam, ctx.reference)
-    first, last = ctx.reference.cache['persam_f_loss']
+        state = head.fit(tiny_sam, {1: ctx.reference})
+    first, last = state.losses[1]
     assert last < first
-    weights = ctx.reference.cache['persam_f_weights']
+    weights = state.weights[1]
     assert weights.shape == (3, ) and abs(float(weights.sum()) - 1) < 1e-5
+    assert not ctx.reference.cache.get('persam_f_weights')  # a returned value, not a cache
     for k, v in tiny_sam.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert all(not p.requires_grad for p in tiny_sam.model.parameters())
-    result = head.predict(tiny_sam, ctx)
+    result = head.predict(tiny_sam, ctx, state)
     assert result.logits.shape == (64, 64)
 
 
@@ -109,12 +117,12 @@ def test_medpersam_stops_on_convergence():
     head = MedPerSAMHead(num_iters=5, prompt_generators=[dict(type='MaskPrompt'),
                                                          dict(type='BoxPrompt')],
                          min_sam_agreement=0.0)
-    result = head.predict(sam, ctx_for(mask, prior=prior))
+    result = head.predict(sam, *with_prior(ctx_for(mask), prior))
     assert result.info['iterations'] == 1 and len(sam.calls) == 1
     # a mask that keeps moving uses every iteration
     moving = [ellipse(60, 70, 30, 20 + 5 * i, 15, 15) for i in range(6)]
     sam = ScriptedSAM(moving)
-    result = head.predict(sam, ctx_for(mask, prior=prior))
+    result = head.predict(sam, *with_prior(ctx_for(mask), prior))
     assert result.info['iterations'] == 5 and len(sam.calls) == 5
     assert torch.equal(result.mask, moving[4])
     assert torch.equal(result.prompt_mask, mask)
@@ -126,25 +134,25 @@ def test_medpersam_guard_keeps_the_warp_when_sam_leaves_the_structure():
     refined = ellipse(60, 70, 31, 35, 15, 19)  # a local correction of the warp
     head = MedPerSAMHead(num_iters=3, min_sam_agreement=0.8)
     sam = ScriptedSAM([elsewhere])
-    result = head.predict(sam, ctx_for(mask, prior=mask.float()))
+    result = head.predict(sam, *with_prior(ctx_for(mask), mask.float()))
     assert torch.equal(result.mask, mask) and len(sam.calls) == 1
     assert result.info['stop'] == 'disagrees with warp' and not result.info['sam_used']
     assert torch.equal(result.info['step_masks'][0], elsewhere)  # what SAM said is recorded
     sam = ScriptedSAM([refined])
-    result = head.predict(sam, ctx_for(mask, prior=mask.float()))
+    result = head.predict(sam, *with_prior(ctx_for(mask), mask.float()))
     assert torch.equal(result.mask, refined) and result.info['sam_used']
     # Without the guard, SAM's mask is taken whatever it is.
     result = MedPerSAMHead(num_iters=1, min_sam_agreement=0.0).predict(
-        ScriptedSAM([elsewhere]), ctx_for(mask, prior=mask.float()))
+        ScriptedSAM([elsewhere]), *with_prior(ctx_for(mask), mask.float()))
     assert torch.equal(result.mask, elsewhere)
 
 
 def test_medpersam_does_not_mutate_the_context():
     mask = ellipse(60, 70, 30, 35, 15, 20)
-    ctx = ctx_for(mask, prior=mask.float())
+    ctx = ctx_for(mask)
     before = (ctx.mask, ctx.logits)
     MedPerSAMHead(num_iters=2, min_sam_agreement=0.0).predict(
-        ScriptedSAM([ellipse(60, 70, 31, 36, 15, 20)]), ctx)
+        ScriptedSAM([ellipse(60, 70, 31, 36, 15, 20)]), *with_prior(ctx, mask.float()))
     assert (ctx.mask, ctx.logits) == before
 
 
@@ -163,7 +171,7 @@ def test_medpersam_rejects_invalid_settings_when_built(kwargs, message):
 def test_medpersam_keeps_last_mask_when_sam_returns_nothing():
     mask = ellipse(60, 70, 30, 35, 15, 20)
     sam = ScriptedSAM([torch.zeros_like(mask)])
-    result = MedPerSAMHead(num_iters=3).predict(sam, ctx_for(mask, prior=mask.float()))
+    result = MedPerSAMHead(num_iters=3).predict(sam, *with_prior(ctx_for(mask), mask.float()))
     assert torch.equal(result.mask, mask)
 
 
@@ -181,8 +189,8 @@ def test_medpersam_degenerate_priors_with_tiny_sam(tiny_sam, kind):
     elif kind == 'full':
         prior[:] = 1
     ref_mask = ellipse(h, w, 24, 28, 10, 12)
-    ctx = ctx_for(ref_mask, prior=prior, sam=tiny_sam)
-    result = MedPerSAMHead(num_iters=2).predict(tiny_sam, ctx)
+    ctx = ctx_for(ref_mask, sam=tiny_sam)
+    result = MedPerSAMHead(num_iters=2).predict(tiny_sam, *with_prior(ctx, prior))
     assert result.logits.shape == (h, w) and torch.isfinite(result.logits).all()
     if kind == 'empty':
         assert not result.mask.any() and result.info['iterations'] == 0
@@ -190,7 +198,8 @@ def test_medpersam_degenerate_priors_with_tiny_sam(tiny_sam, kind):
 
 def test_warp_only_head_returns_the_warped_mask():
     mask = ellipse(40, 50, 20, 25, 8, 10)
-    result = MedPerSAMHead(use_sam=False).predict(None, ctx_for(mask, prior=mask.float() * 0.9))
+    ctx = ctx_for(mask)
+    result = MedPerSAMHead(use_sam=False).predict(None, *with_prior(ctx, mask.float() * 0.9))
     assert torch.equal(result.mask, mask)
 
 
@@ -201,18 +210,18 @@ def test_matcher_head_end_to_end_and_empty_reference(tiny_sam):
         type='MatcherPromptSampler', num_centers=5,
         encoder=dict(type='DINOv2Encoder', arch='tiny', img_size=112)))
     ctx = ctx_for(mask, image=image, sam=tiny_sam)
-    result = head.predict(tiny_sam, ctx)
+    result = head.predict(tiny_sam, ctx, head.fit(tiny_sam, {1: ctx.reference}))
     assert result.logits.shape == (64, 72)
     n = result.info['num_candidates']
     assert n == 6  # C(5,4) + C(5,5) subsets of the 5 k-means centres
     assert result.info['num_merged'] <= 10
     empty = ctx_for(torch.zeros_like(mask), image=image, sam=tiny_sam)
     with pytest.raises(ValueError, match='empty'):
-        head.predict(tiny_sam, empty)
+        head.predict(tiny_sam, empty, head.fit(tiny_sam, {1: empty.reference}))
 
 
-def test_medpersam_per_image_mode_fits_on_that_target(tiny_sam):
-    """Without a transductive fit, the warping model is fitted on the reference + the target."""
+def test_medpersam_fit_on_one_target(tiny_sam):
+    """Fitted on the reference and one target alone, the warp moves the mask onto it."""
     h, w = 64, 64
     ref_mask = ellipse(h, w, 30, 30, 12, 14)
     tgt_mask = ellipse(h, w, 34, 36, 12, 14)
@@ -222,10 +231,10 @@ def test_medpersam_per_image_mode_fits_on_that_target(tiny_sam):
     ctx.image, ctx.target = tgt_img, tiny_sam.encode(tgt_img)
     head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', iters=150,
                                                      work_size=(64, 64)))
-    result = head.predict(None, ctx)
-    assert head.warper(ctx.reference) is None  # no transductive fit happened
-    (warper, ) = head._single.values()  # a model fitted on the reference + this target
-    assert bool(warper.fitted)
+    state = head.fit(None, {1: ctx.reference}, [TargetImage(tgt_img, ctx.target_key)])
+    assert bool(state.warper.fitted) and state.covers(ctx.target_key)
+    assert not state.covers('another target')
+    result = head.predict(None, ctx, state)
     dice = lambda a, b: float(2 * (a & b).sum() / (a.sum() + b.sum()))  # noqa: E731
     assert dice(result.mask, tgt_mask) > dice(ref_mask, tgt_mask) + 0.05
 
@@ -236,30 +245,63 @@ def test_one_pixel_reference_mask_is_usable(tiny_sam, head_cfg):
     mask[30, 40] = True
     image = torch.rand(3, 64, 72) * 255
     ctx = ctx_for(mask, image=image, sam=tiny_sam)
-    assert int(ctx.reference.grid_mask.sum()) >= 1  # falls back to any covered cell
+    # falls back to any covered cell
+    assert int(ctx.reference.foreground_cells('coverage').sum()) >= 1
     if head_cfg == 'persam':
         head = PerSAMHead()
     else:
         head = MatcherHead(prompt_sampler=dict(
             type='MatcherPromptSampler', num_centers=4,
             encoder=dict(type='DINOv2Encoder', arch='tiny', img_size=112)))
-    result = head.predict(tiny_sam, ctx)
+    result = head.predict(tiny_sam, ctx, head.fit(tiny_sam, {1: ctx.reference}))
     assert result.logits.shape == (64, 72) and torch.isfinite(result.logits).all()
 
 
 def test_retraining_uses_only_pseudo_labels_that_agree_with_the_warp():
+    """The whole pseudo-label rule lives in the head: SAM must have refined the target, and
+    the refinement must agree with the warp; a round without any is skipped."""
     h, w = 48, 48
     ref_mask = ellipse(h, w, 24, 24, 10, 12)
     image = torch.where(ref_mask, 200.0, 30.0).expand(3, h, w).clone()
     ctx = ctx_for(ref_mask, image=image)
     head = MedPerSAMHead(warping=dict(type='WarpingModel', iters=5, retrain_iters=3,
                                       work_size=(48, 48)), pseudo_min_dice=0.7)
-    targets = [image.clone(), image.clone()]
-    priors, log = head.fit_transductive(None, {1: ctx.reference}, targets)
-    agreeing = (priors[0][1] > 0.5).long()
-    elsewhere = torch.zeros(h, w, dtype=torch.long)
-    elsewhere[:8, :8] = 1  # SAM latched onto something else
-    _, log = head.fit_transductive(None, {1: ctx.reference}, targets, [agreeing, elsewhere])
-    assert log['pseudo_labels_used'] == 1 and log['retrain']
-    _, log = head.fit_transductive(None, {1: ctx.reference}, targets, [elsewhere, elsewhere])
-    assert log['retrain_skipped'] and log['pseudo_labels_used'] == 0
+    targets = [TargetImage(image.clone(), 'a'), TargetImage(image.clone(), 'b')]
+    state = head.fit(None, {1: ctx.reference}, targets)  # no SAM: no rounds
+    assert state.log['rounds'] == [] and state.results == {}
+    warped = state.priors['a'][1] > 0.5
+    elsewhere = torch.zeros(h, w, dtype=torch.bool)
+    elsewhere[:8, :8] = True  # SAM latched onto something else
+
+    def results(mask_a, mask_b, used=True):
+        return {k: {1: HeadResult(torch.where(m, 1.0, -1.0), info=dict(sam_used=used))}
+                for k, m in (('a', mask_a), ('b', mask_b))}
+
+    pseudo = head._pseudo_labels(state, targets, results(warped, elsewhere))
+    assert torch.equal(pseudo[0], warped) and pseudo[1] is None
+    assert head._pseudo_labels(state, targets, results(elsewhere, elsewhere)) == [None, None]
+    # A mask the guard kept from the warp (SAM not used) is no pseudo-label either.
+    assert head._pseudo_labels(state, targets, results(warped, warped, used=False)) == [
+        None, None]
+
+
+def test_fit_skips_a_round_without_pseudo_labels_and_predicts_no_target_twice(tiny_sam):
+    h, w = 48, 48
+    ref_mask = ellipse(h, w, 24, 24, 10, 12)
+    image = torch.where(ref_mask, 200.0, 30.0).expand(3, h, w).clone()
+    ctx = ctx_for(ref_mask, image=image, sam=tiny_sam)
+    head = MedPerSAMHead(warping=dict(type='WarpingModel', iters=5, retrain_iters=3,
+                                      work_size=(48, 48)), retrain_rounds=2,
+                         min_sam_agreement=1.0)  # the guard never lets SAM's mask through
+    targets = [TargetImage(image.clone(), 'a'), TargetImage(image.clone(), 'b')]
+    state = head.fit(tiny_sam, {1: ctx.reference}, targets)
+    assert [r['retrain_skipped'] for r in state.log['rounds']] == [True]  # then stopped
+    assert set(state.results) == {'a', 'b'}
+    calls = []
+    tiny_sam.decode = lambda *a, **k: calls.append(1)  # predict must not decode again
+    try:
+        tgt = PromptContext(reference=ctx.reference, target=tiny_sam.encode(image, 'a'),
+                            image=image, target_key='a')
+        assert head.predict(tiny_sam, tgt, state) is state.results['a'][1] and not calls
+    finally:
+        del tiny_sam.decode

@@ -38,3 +38,25 @@ def test_infer_rejects_an_empty_reference(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(empty) in err and 'empty' in err
     assert not (tmp_path / 'out').exists()  # stopped before any target
+
+
+def test_inferencer_api_fits_once_and_predicts_each_target(folder_task):
+    """The API under tools/infer.py: reference -> fit on the targets -> one prediction each."""
+    import os.path as osp
+
+    from conftest import REPO_ROOT
+
+    from mmseg_medpersam.apis import OneShotInferencer
+    config = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
+    inferencer = OneShotInferencer(config, device='cpu', cfg_options={
+        'model.head.warping.iters': 20, 'model.head.warping.work_long_side': 64})
+    inferencer.set_reference(osp.join(folder_task, 'images', 'ref.png'),
+                             osp.join(folder_task, 'masks', 'ref.png'))
+    targets = [inferencer.load(osp.join(folder_task, 'images', f'{s}.png')) for s in ('t1', 't2')]
+    log = inferencer.fit(targets)
+    (ref_log, ) = log.values()
+    assert ref_log['fit']['iters'] == 20
+    for target in targets:
+        pred = inferencer(target)
+        assert pred.labels.shape == target.image.shape[:2] and pred.labels.max() <= 1
+    assert inferencer.method_name == 'Warp only'

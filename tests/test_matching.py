@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmseg_medpersam.matching import (
+from mmseg_medpersam.methods.matcher import (
     DINOv2Encoder,
     RobustPromptSampler,
     ScoreConfig,
@@ -22,7 +22,7 @@ from mmseg_medpersam.matching import (
     reference_patch_mask,
     score_and_merge,
 )
-from mmseg_medpersam.matching import dinov2 as dinov2_module
+from mmseg_medpersam.methods.matcher import dinov2 as dinov2_module
 from mmseg_medpersam.sam.checkpoint import CheckpointError
 
 
@@ -118,7 +118,7 @@ def test_sampler_fss_preset_all_combinations_of_centres():
     sampler = RobustPromptSampler()
     centres = sampler.prompt_points(points)
     assert centres.shape == (8, 2)
-    subsets = sampler.sample(points)
+    _, subsets = sampler.sample(points)
     sizes = [len(s) for s in subsets]
     assert len(subsets) == comb(8, 4) + comb(8, 5) + comb(8, 6) == 154
     assert sorted(set(sizes)) == [4, 5, 6]
@@ -132,21 +132,21 @@ def test_sampler_random_subsets_of_raw_points():
     points = rng.uniform(0, 500, (20, 2))
     sampler = RobustPromptSampler(use_points_or_centers=True, sample_range=(1, 6),
                                   max_sample_iterations=64, seed=3)
-    subsets = sampler.sample(points)
+    _, subsets = sampler.sample(points)
     assert len(subsets) == 6 * 64
     assert [len(s) for s in subsets] == [k for k in range(1, 7) for _ in range(64)]
     for idx in sampler.subset_indices(20):
         assert len(set(idx.tolist())) == len(idx) and idx.max() < 20
     again = RobustPromptSampler(use_points_or_centers=True, sample_range=(1, 6),
-                                max_sample_iterations=64, seed=3).sample(points)
+                                max_sample_iterations=64, seed=3).sample(points)[1]
     assert all(np.array_equal(a, b) for a, b in zip(subsets, again))
 
 
 def test_sampler_clamps_sizes_to_point_count():
     points = np.array([[1., 2.], [3., 4.], [5., 6.]])
-    subsets = RobustPromptSampler().sample(points)
+    _, subsets = RobustPromptSampler().sample(points)
     assert len(subsets) == 1 and subsets[0].shape == (3, 2)
-    assert RobustPromptSampler().sample(np.zeros((0, 2))) == []
+    assert RobustPromptSampler().sample(np.zeros((0, 2)))[1] == []
 
 
 def test_subsets_are_grouped_by_size_without_padding():
@@ -173,8 +173,8 @@ def test_a_padded_subset_decodes_differently_from_the_subset_alone(tiny_sam):
 
 def test_matcher_head_decodes_each_subset_as_if_alone(tiny_sam, monkeypatch):
     """Every candidate equals its subset decoded on its own (no padding, any batching)."""
-    from mmseg_medpersam.heads import MatcherHead
-    from mmseg_medpersam.heads import matcher_head as matcher_head_module
+    from mmseg_medpersam.methods import MatcherHead
+    from mmseg_medpersam.methods.matcher import head as matcher_head_module
     from mmseg_medpersam.prompts import PromptContext, ReferenceContext
     h, w = 64, 72
     yy, xx = np.mgrid[0:h, 0:w]
@@ -186,7 +186,8 @@ def test_matcher_head_decodes_each_subset_as_if_alone(tiny_sam, monkeypatch):
     head = MatcherHead(decode_batch=3, prompt_sampler=dict(
         type='MatcherPromptSampler', num_centers=6,
         encoder=dict(type='DINOv2Encoder', arch='tiny', img_size=112)))
-    sample = head.prompt_sampler(ctx)
+    state = head.fit(tiny_sam, {1: ctx.reference})
+    sample = head.prompt_sampler(ctx, state.references[1])
     sizes = sorted({int(p.point_coords.shape[1]) for _, p in sample.groups})
     assert sizes == [4, 5, 6] and sample.num_sets == 22
     for indices, prompts in sample.groups:
@@ -199,7 +200,7 @@ def test_matcher_head_decodes_each_subset_as_if_alone(tiny_sam, monkeypatch):
         return real(candidates, *args, **kwargs)
 
     monkeypatch.setattr(matcher_head_module, 'score_and_merge', spy)
-    result = head.predict(tiny_sam, ctx)
+    result = head.predict(tiny_sam, ctx, state)
     assert result.info['num_candidates'] == 22
     for indices, prompts in sample.groups:
         for j, pos in enumerate(indices):
@@ -341,7 +342,7 @@ def test_dinov2_real_arch_needs_a_weights_file(monkeypatch, tmp_path):
 
 def test_sam_feature_encoder_tiles_the_image_and_is_unit_norm(tiny_sam):
     """The embedding cells over the image (not the padding) become a square unit-norm grid."""
-    from mmseg_medpersam.matching import SAMFeatureEncoder
+    from mmseg_medpersam.methods.matcher import SAMFeatureEncoder
 
     image = torch.rand(3, 100, 50) * 255
     emb = tiny_sam.encode(image)

@@ -31,11 +31,13 @@ def _evaluate(samples, classes=('background', 'foreground'), out_file=None):
     evaluator = Evaluator(PerImageDiceMetric())
     evaluator.dataset_meta = dict(classes=classes)
     evaluator.process(data_samples=samples, data_batch=dict())
-    metrics = evaluator.evaluate(len(samples))
+    prefixed = evaluator.evaluate(len(samples))
+    assert all(k.startswith('oneshot/') for k in prefixed)  # beside mmseg's IoUMetric
     if out_file:
-        details = {k: metrics.pop(k) for k in ('per_image', 'per_class')}
-        write_report(out_file, metrics, details, skipped=[], transductive=None, run={})
-    return metrics
+        details = {k: prefixed.pop('oneshot/' + k) for k in ('per_image', 'per_class')}
+        write_report(out_file, prefixed, details, skipped=[], transductive=None, run={})
+        prefixed.update({'oneshot/' + k: v for k, v in details.items()})
+    return {k.split('/', 1)[1]: v for k, v in prefixed.items()}
 
 
 def _binary_cases():
@@ -79,7 +81,7 @@ def test_binary_scores_and_json(tmp_path):
     assert metrics['mDice'] == round(100 * np.mean(dices), 2) == 53.33
     assert metrics['mIoU'] == round(100 * np.mean(ious), 2) == 47.62
     assert metrics['mDice_std'] == round(100 * np.std(dices), 2)
-    assert metrics['sec_per_img'] == 1.0
+    assert 'sec_per_img' not in metrics  # per image only: encode + method, every method
     data = json.loads(out.read_text())
     assert data['mDice'] == pytest.approx(100 * np.mean(dices), abs=0.005)  # 0.01 % steps
     assert data['mIoU'] == pytest.approx(100 * np.mean(ious), abs=0.005)
@@ -137,3 +139,14 @@ def test_results_of_several_processes_come_back_in_dataset_order_once():
         samples.append(s)
     metrics = _evaluate(samples)
     assert [e['img'] for e in metrics['per_image']] == ['0.png', '1.png', '2.png', '3.png']
+
+
+def test_sits_beside_mmseg_iou_metric():
+    """The plugin's names carry a prefix, so mmseg's IoUMetric (also an mIoU) can run beside it."""
+    from mmseg.evaluation import IoUMetric
+    evaluator = Evaluator([PerImageDiceMetric(), IoUMetric(iou_metrics=['mIoU'])])
+    evaluator.dataset_meta = dict(classes=('background', 'foreground'))
+    samples = _binary_cases()
+    evaluator.process(data_samples=samples, data_batch=dict())
+    metrics = evaluator.evaluate(len(samples))
+    assert metrics['oneshot/mIoU'] == 47.62 and 'mIoU' in metrics

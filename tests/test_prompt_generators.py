@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from mmseg_medpersam.methods.persam import PerSAMLocationPrior
 from mmseg_medpersam.prompts import (
     BandPointPrompt,
     BoxPrompt,
     MaskPrompt,
-    PerSAMLocationPrior,
     PromptContext,
     Prompts,
     ReferenceContext,

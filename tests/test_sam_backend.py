@@ -10,12 +10,12 @@ from conftest import REPO_ROOT
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from mmseg_medpersam.prompts import Prompts, decode_prompts, points_prompt
-from mmseg_medpersam.prompts.persam_decoder import (
+from mmseg_medpersam.methods.persam.decoder_hook import (
     PerSAMDecoderHook,
     guided_decoder,
     guided_two_way_forward,
 )
+from mmseg_medpersam.prompts import Prompts, decode_prompts, points_prompt
 from mmseg_medpersam.sam import (
     FrameGeometry,
     ImageEmbedding,

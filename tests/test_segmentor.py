@@ -18,7 +18,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 
 from mmseg_medpersam.datasets import OneShotDataError
-from mmseg_medpersam.heads import HeadResult
+from mmseg_medpersam.methods import HeadResult
 from mmseg_medpersam.segmentors import OneShotSAMSegmentor
 
 
@@ -133,8 +133,8 @@ def multiclass_run(tmp_path_factory):
         recorded = {}
         predict = model.head.predict
 
-        def spy(sam, ctx):
-            result = predict(sam, ctx)
+        def spy(sam, ctx, state=None):
+            result = predict(sam, ctx, state)
             label = getattr(ctx.reference, 'label', None)  # the class this call is about
             if label is None:
                 label = int(ctx.reference.key.rsplit(':', 1)[1])
@@ -232,3 +232,43 @@ def test_the_model_reads_no_file(folder_task, tmp_path):
     with torch.no_grad():
         (out, ) = model.predict(inputs, [SegDataSample(metainfo=meta)])
     assert out.pred_sem_seg.data.shape == (1, 64, 80)
+
+
+def test_no_method_is_handed_a_target_label(multiclass_run, folder_task):
+    """test_step strips gt_sem_seg before predict (the evaluator still gets it back); only a
+    segmentor that says so in its type (the oracle) reads target labels."""
+    from mmengine.dataset import pseudo_collate
+    from mmseg.registry import DATASETS
+
+    from mmseg_medpersam.segmentors import (
+        OneShotSAMSegmentor,
+        OneShotSegmentorBase,
+        OracleBoxSegmentor,
+    )
+    _, _, model = multiclass_run
+    cfg = Config.fromfile(TINY_CONFIG)
+    cfg.merge_from_dict(folder_options(folder_task))
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    batch = pseudo_collate([dataset[0]])
+    assert 'gt_sem_seg' in batch['data_samples'][0]  # the pipeline packs it, for the metric
+    seen = []
+    real = model.predict
+
+    def spy(inputs, samples):
+        seen.extend('gt_sem_seg' in s for s in samples)
+        return real(inputs, samples)
+
+    model.predict = spy
+    try:
+        model.begin_run()
+        with torch.no_grad():
+            (out, ) = model.test_step(batch)
+    finally:
+        del model.predict
+    assert seen == [False]
+    assert torch.equal(out.gt_sem_seg.data, batch['data_samples'][0].gt_sem_seg.data)
+    readers = [cls for cls in (OneShotSAMSegmentor, OracleBoxSegmentor)
+               if cls.reads_target_labels]
+    assert readers == [OracleBoxSegmentor] and issubclass(OracleBoxSegmentor,
+                                                           OneShotSegmentorBase)

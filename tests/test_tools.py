@@ -24,7 +24,9 @@ def test_build_config_applies_cli_options(test_tool, tmp_path):
     assert cfg.model.sam.arch == 'vit_b'
     assert cfg.model.sam.checkpoint == 'http://127.0.0.1:1/sam_vit_b_01ec64.pth'
     assert cfg.work_dir == str(tmp_path / 'wd')
-    assert [e.type for e in cfg.test_evaluator] == ['PerImageDiceMetric', 'PromptQualityMetric']
+    assert cfg.test_evaluator.type == 'OneShotEvaluator'
+    assert [e.type for e in cfg.test_evaluator.metrics] == ['PerImageDiceMetric',
+                                                            'PromptQualityMetric']
     assert cfg.test_cfg.out_file == str(tmp_path / 'm.json')
     assert cfg.model.head.num_refinements == 1
     assert cfg.test_dataloader.dataset.data_root == '/d'
@@ -49,7 +51,7 @@ def test_tiny_config_on_embedded_mni152(mni152_root, run_tool, capsys):
     with open(out) as f:
         metrics = json.load(f)
     assert 0 <= metrics['mDice'] <= 100 and 0 <= metrics['mIoU'] <= 100
-    assert printed['mDice'] == round(metrics['mDice'], 2)
+    assert printed['oneshot/mDice'] == round(metrics['mDice'], 2)  # mmseg-style name
     expected = [slice_name(z) + '.png' for z in WM.slices if z != WM.reference]
     assert [e['img'] for e in metrics['per_image']] == expected
     assert len(metrics['per_image']) == 30

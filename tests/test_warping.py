@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmseg_medpersam.warping import (
+from mmseg_medpersam.methods.medpersam.warping import (
     FlowUNet,
     RandomDeformation,
     WarpingModel,
@@ -256,7 +256,7 @@ def test_fit_trains_inside_no_grad():
 
 
 def test_working_size_follows_the_image_not_a_fixed_task():
-    from mmseg_medpersam.warping.warping_model import working_size
+    from mmseg_medpersam.methods.medpersam.warping.warping_model import working_size
     assert working_size((233, 197), 192) == (192, 160)
     assert working_size((197, 233), 192) == (160, 192)  # another orientation
     assert working_size((512, 512), 192) == (192, 192)
@@ -269,7 +269,7 @@ def test_working_size_follows_the_image_not_a_fixed_task():
     (dict(iters=-1), 'iters must be an integer >= 0'),
     (dict(loss_weights=dict(augment=1.0)), "unknown loss_weights \\['augment'\\]"),
     (dict(similarity=dict(type='mi')), "similarity type must be 'ncc' or 'mse'"),
-    (dict(optimizer=dict(type='Adamm')), "optimizer type 'Adamm' is not a torch.optim class"),
+    (dict(optimizer=dict(type='Adamm')), "optimizer type 'Adamm' is not a registered optimizer"),
     (dict(amp='fp8'), "amp must be 'auto', 'bf16' or 'none'"),
 ])
 def test_invalid_settings_fail_when_built(kwargs, message):

@@ -36,16 +36,13 @@ from typing import Callable, Dict, List
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch
-from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
-from mmengine.registry import init_default_scope
-from mmseg.registry import DATASETS, MODELS
 
 import mmseg_medpersam  # noqa: F401  (registers modules; mmcv-lite compat first)
-from mmseg_medpersam.engine.transductive import fit_transductive
+from mmseg_medpersam.apis import build_model, check_device, dataset_targets, load_config, run_tool
 from mmseg_medpersam.sam import build_sam_model
-from mmseg_medpersam.segmentors.one_shot_sam import sample_key
+from mmseg_medpersam.utils.atomic import atomic_write_text
 from mmseg_medpersam.utils.cli import ConfigOptionsAction
+from mmseg_medpersam.utils.naming import sample_key
 
 
 def synchronize(device: torch.device) -> None:
@@ -102,18 +99,6 @@ def official_encoder(arch: str) -> torch.nn.Module:
     return encoder
 
 
-def load_targets(cfg: Config, count: int, model, device: torch.device):
-    dataset = DATASETS.build(cfg.test_dataloader.dataset)
-    images, metas = [], []
-    for i in range(min(count, len(dataset))):
-        data = model.data_preprocessor(pseudo_collate([dataset[i]]), False)
-        img, sample = data['inputs'][0], data['data_samples'][0]
-        h, w = sample.metainfo['img_shape']
-        images.append(img[:, :h, :w].float().to(device))
-        metas.append(sample.metainfo)
-    return images, metas
-
-
 def peak_memory(device: torch.device) -> Dict[str, float]:
     if device.type == 'cuda':
         return dict(peak_gpu_memory_gib=round(torch.cuda.max_memory_allocated(device) / 2**30, 3))
@@ -126,13 +111,9 @@ def median_ms(values: List[float]) -> float:
 
 
 def benchmark(args) -> dict:
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    cfg = load_config(args.config, args.cfg_options)
+    check_device(args.device)
     device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit(f'--device {args.device}: no CUDA device on this machine')
     sam_cfg = cfg.model.get('sam')
     tmp = tempfile.mkdtemp()
     if sam_cfg is not None:
@@ -141,11 +122,12 @@ def benchmark(args) -> dict:
         elif args.random_weights and sam_cfg.arch != 'tiny':
             sam_cfg.checkpoint = osp.join(tmp, f'random_{sam_cfg.arch}.pth')
             torch.save(build_sam_model(sam_cfg.arch, seed=0).state_dict(), sam_cfg.checkpoint)
-    model = MODELS.build(cfg.model).to(device).eval()
+    model = build_model(cfg).to(device).eval()
     model.begin_run()
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    images, metas = load_targets(cfg, args.images, model, device)
+    images, metas = dataset_targets(cfg, model, args.images)
+    images = [img.to(device) for img in images]
     n = len(images)
     result = dict(config=args.config, method=model.method_name, device=(
         torch.cuda.get_device_name(device) if device.type == 'cuda'
@@ -166,11 +148,11 @@ def benchmark(args) -> dict:
             result['encode_ms'] = median_ms(per_image)
             keys = [sample_key(m) for m in metas]
             sam.encode_many(images, keys=keys, batch_size=args.batch_size)  # cached below
-        # ---- warping fit (transductive methods), once
-        priors = {}
-        if getattr(model.head, 'transductive', False):
-            (priors, log), seconds = timed(lambda: fit_transductive(model, images, metas),
-                                           device)
+        # ---- the transductive fit (Med-PerSAM's warping and retraining), once
+        if model.transductive:
+            _, seconds = timed(lambda: model.fit(images, metas), device)
+            for state in model.fit_states.values():  # each timed pass below predicts anew
+                state.forget_predictions()
             result['warping_fit_s'] = round(seconds, 2)
             result['warping_fit_ms_per_image'] = round(1000 * seconds / n, 2)
         # ---- prompts + decode, one head pass per image on cached embeddings
@@ -180,8 +162,7 @@ def benchmark(args) -> dict:
             with timer.installed():
                 for rep in range(args.repeats + 1):
                     timer.seconds = 0.0
-                    _, seconds = timed(lambda: [model.segment(img, meta,
-                                                              priors.get(sample_key(meta)))
+                    _, seconds = timed(lambda: [model.segment(img, meta)
                                                 for img, meta in zip(images, metas)], device)
                     if rep:
                         decode_ms.append(timer.seconds / n)
@@ -246,13 +227,15 @@ def main(argv=None) -> int:
     parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction)
     parser.add_argument('--json', help='also write the numbers here')
     args = parser.parse_args(argv)
-    result = benchmark(args)
-    print_table(result)
-    if args.json:
-        os.makedirs(osp.dirname(args.json) or '.', exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
-    return 0
+
+    def run() -> int:
+        result = benchmark(args)
+        print_table(result)
+        if args.json:
+            atomic_write_text(args.json, json.dumps(result, indent=2))
+        return 0
+
+    return run_tool(run)
 
 
 if __name__ == '__main__':

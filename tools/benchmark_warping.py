@@ -31,8 +31,8 @@ from mmseg_medpersam.compat import ensure_mmcv_ops  # noqa: E402
 ensure_mmcv_ops()  # mmseg_medpersam.datasets imports mmseg.datasets (mmcv-lite)
 
 from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, is_prepared, prepare_mni152, slice_name  # noqa: E402
+from mmseg_medpersam.methods.medpersam.warping import WarpingModel  # noqa: E402
 from mmseg_medpersam.utils.masks import dice
-from mmseg_medpersam.warping import WarpingModel  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

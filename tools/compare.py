@@ -106,16 +106,12 @@ def parse_options(options: List[str]) -> dict:
 
 def load_targets(config: str, names: List[str], options: dict) -> Tuple[dict, dict]:
     """Images and ground-truth label maps of the named targets, from the config's dataset."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
     import mmseg_medpersam  # noqa: F401  (registers the datasets)
+    from mmseg_medpersam.apis import load_config
     from mmseg_medpersam.utils.naming import prediction_name
-    cfg = Config.fromfile(config)
-    if options:
-        cfg.merge_from_dict(options)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    cfg = load_config(config, options)
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
     images, gts = {}, {}
     for i in range(len(dataset)):

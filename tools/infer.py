@@ -39,33 +39,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import cv2
 import numpy as np
-import torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmseg.registry import MODELS
 
-import mmseg_medpersam  # noqa: F401  (registers modules; mmcv-lite compat first)
-from mmseg_medpersam.datasets.io import (
-    OneShotDataError,
-    is_nifti,
-    load_image,
-    volume_shape,
-)
-from mmseg_medpersam.datasets.transforms import LoadOneShotImage
-from mmseg_medpersam.engine.transductive import fit_transductive
-from mmseg_medpersam.sam.checkpoint import CheckpointError
-from mmseg_medpersam.segmentors.one_shot_sam import sample_key
-from mmseg_medpersam.utils.cli import (
-    EXIT_CHECKPOINT,
-    EXIT_CONFIG,
-    EXIT_INPUT,
-    ConfigError,
-    ConfigOptionsAction,
-    config_error_message,
-)
+from mmseg_medpersam.apis import OneShotInferencer, run_tool
+from mmseg_medpersam.datasets.io import OneShotDataError, is_nifti, volume_shape
+from mmseg_medpersam.utils.cli import EXIT_INPUT, ConfigOptionsAction
+from mmseg_medpersam.utils.naming import IMAGE_SUFFIXES, file_stem
 from mmseg_medpersam.visualization import target_panel
-
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.dcm', '.nii', '.nii.gz')
 
 
 @dataclass
@@ -102,14 +81,6 @@ def split_slice(path: str) -> Tuple[str, Optional[int]]:
     return file, int(index)
 
 
-def stem(path: str) -> str:
-    name = osp.basename(path)
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[:-len(suffix)]
-    return osp.splitext(name)[0]
-
-
 def unique_names(paths: List[str]) -> Dict[str, str]:
     """A distinct output name per input path: the file stem, with as many parent folders in
     front (joined by '_') as it takes to tell inputs of the same file name apart."""
@@ -119,7 +90,7 @@ def unique_names(paths: List[str]) -> Dict[str, str]:
         for p in paths:
             parts = osp.normpath(osp.abspath(p)).split(os.sep)
             parents = [q for q in parts[-1 - depth[p]:-1] if q]
-            names[p] = '_'.join(parents + [stem(p)])
+            names[p] = '_'.join(parents + [file_stem(p)])
         clash = {n for n in names.values() if list(names.values()).count(n) > 1}
         if not clash:
             return names
@@ -198,7 +169,7 @@ def write_volume(out_dir: str, path: str, shape: Tuple[int, ...], axis: int,
         index = [slice(None)] * 3
         index[axis] = reference[1]
         labels[tuple(index)] = np.flipud(ref_labels).T
-    out = osp.join(out_dir, 'volumes', stem(path) + '_seg.nii.gz')
+    out = osp.join(out_dir, 'volumes', file_stem(path) + '_seg.nii.gz')
     os.makedirs(osp.dirname(out), exist_ok=True)
     header = img.header.copy()
     header.set_data_dtype(np.uint8)
@@ -220,7 +191,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--axis', type=int, default=2, choices=(0, 1, 2),
                         help='slicing axis of NIfTI volumes (2: axial for RAS volumes)')
     parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', help="e.g. 'cpu' or 'cuda:0' (default: cuda if there is one)")
     parser.add_argument('--binary-255', action='store_true', help='write one class as 0/255')
     parser.add_argument('--resume', action='store_true',
                         help='keep the targets already in --out-dir, segment the others')
@@ -228,116 +199,68 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def pipeline_window(cfg: Config):
-    """The intensity window of the config's ``LoadOneShotImage`` (None: per-image percentiles)."""
-    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
-    for step in pipeline:
-        if step.get('type') == 'LoadOneShotImage':
-            return step.get('window')
-    return None
+def write_target(args: argparse.Namespace, inferencer: OneShotInferencer, target, t: Target,
+                 reference) -> np.ndarray:
+    """Segment one target; write its mask and panel. Returns its label map."""
+    pred = inferencer(target)
+    out = pred.labels * 255 if args.binary_255 and args.num_classes == 2 else pred.labels
+    cv2.imwrite(osp.join(args.out_dir, 'masks', t.name + '.png'), out)
+    target_panel(osp.join(args.out_dir, 'panels', t.name + '.png'), target.image, pred.labels,
+                 prompts=pred.prompts, reference=reference,
+                 title=f'{inferencer.method_name} | {t.name}')
+    print(f'{t.name}: {int((pred.labels > 0).sum())} foreground pixels', flush=True)
+    return pred.labels
 
 
-def build_model(args: argparse.Namespace):
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    cfg.model.num_classes = args.num_classes
-    if args.checkpoint and cfg.model.get('sam') is not None:
-        cfg.model.sam.checkpoint = args.checkpoint
-    if args.device.startswith('cuda') and not torch.cuda.is_available():
-        raise ConfigError(f'--device {args.device}: no CUDA device on this machine; use '
-                          '--device cpu.')
-    try:
-        model = MODELS.build(cfg.model)
-    except (KeyError, ValueError, TypeError) as e:
-        if isinstance(e, (CheckpointError, OneShotDataError)):
-            raise
-        raise ConfigError(f'{args.config}: {config_error_message(e)}') from e
-    return model.to(args.device).eval(), cfg
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        reference = split_slice(args.reference)
-        ref_mask = split_slice(args.reference_mask)
-        model, cfg = build_model(args)
-        loader = LoadOneShotImage(window=pipeline_window(cfg))  # targets and reference alike
-        ref_info = dict(ref_img_path=reference[0], ref_seg_map_path=ref_mask[0],
-                        ref_slice_index=reference[1] if reference[1] is not None
-                        else ref_mask[1], axis=args.axis, num_classes=args.num_classes)
-        ref_info['ref_img'], ref_info['ref_seg_map'] = loader.load_reference(ref_info)
-        model.begin_run()
-        ref = model.get_reference(ref_info)  # a bad reference stops here, before any target
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return EXIT_CONFIG
-    except CheckpointError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return EXIT_CHECKPOINT
-    except OneShotDataError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return EXIT_INPUT
-
+def run(args: argparse.Namespace) -> int:
+    reference = split_slice(args.reference)
+    ref_mask = split_slice(args.reference_mask)
     ref_key = (reference[0], reference[1] if reference[1] is not None else ref_mask[1])
+    inferencer = OneShotInferencer(args.config, args.checkpoint, args.device, args.cfg_options,
+                                   args.num_classes)
+    # A bad reference stops here, before any target.
+    ref = inferencer.set_reference(reference[0], ref_mask[0], ref_key[1], args.axis)
     plan = plan_targets(args.images, args.axis, ref_key)
     if not plan.targets:
         listing = ''.join(f'\n  {m}' for m in plan.failed)
-        print(f'error: no image to segment among the inputs.{listing}', file=sys.stderr)
-        return EXIT_INPUT
+        raise OneShotDataError(f'no image to segment among the inputs.{listing}')
     for sub in ('masks', 'panels'):
         os.makedirs(osp.join(args.out_dir, sub), exist_ok=True)
-    images, tensors, usable = [], [], []
+    loaded, usable = [], []
     for t in plan.targets:
         try:
-            img = load_image(t.path, t.slice_index, args.axis, loader.window)
+            loaded.append(inferencer.load(t.path, t.slice_index, args.axis))
+            usable.append(t)
         except OneShotDataError as e:
             plan.failed.append(str(e))
             print(f'skipped: {e}', file=sys.stderr)
-            continue
-        images.append(img)
-        tensors.append(torch.from_numpy(img).permute(2, 0, 1).float().to(args.device))
-        usable.append(t)
-    metas = [dict(ref_info, **t.meta) for t in usable]
 
     def done(t: Target) -> bool:
         return args.resume and all(osp.isfile(osp.join(args.out_dir, sub, t.name + '.png'))
                                    for sub in ('masks', 'panels'))
 
+    if inferencer.model.transductive and any(not done(t) for t in usable):
+        inferencer.fit(loaded)
+    ref_view = (ref.image.permute(1, 2, 0).cpu().numpy().astype(np.uint8), ref.labels)
     summary = []
-    priors: dict = {}
-    reference = (ref.image.permute(1, 2, 0).cpu().numpy().astype(np.uint8), ref.labels)
-    with torch.no_grad():
-        if getattr(model.head, 'transductive', False) and any(not done(t) for t in usable):
-            priors, _ = fit_transductive(model, tensors, metas)
-        for img, tensor, meta, t in zip(images, tensors, metas, usable):
-            mask_path = osp.join(args.out_dir, 'masks', t.name + '.png')
-            if done(t):
-                labels = cv2.imread(mask_path, cv2.IMREAD_UNCHANGED)
-                labels = (labels > 0).astype(np.uint8) if args.binary_255 else labels
-            else:
-                results = model.segment(tensor, meta, priors.get(sample_key(meta)))
-                labels = model.merge_classes(results, tuple(tensor.shape[-2:])).numpy()
-                labels = labels.astype(np.uint8)
-                out = labels * 255 if args.binary_255 and args.num_classes == 2 else labels
-                cv2.imwrite(mask_path, out)
-                target_panel(osp.join(args.out_dir, 'panels', t.name + '.png'), img, labels,
-                             prompts={c: model.prompt_record(r) for c, r in results.items()},
-                             reference=reference, title=f'{model.method_name} | {t.name}')
-                print(f'{t.name}: {int((labels > 0).sum())} foreground pixels', flush=True)
-            summary.append(dict(input=t.path, slice=t.slice_index, name=t.name,
-                                mask=osp.join('masks', t.name + '.png'),
-                                panel=osp.join('panels', t.name + '.png'),
-                                foreground_pixels=int((labels > 0).sum())))
+    for target, t in zip(loaded, usable):
+        if done(t):
+            labels = cv2.imread(osp.join(args.out_dir, 'masks', t.name + '.png'),
+                                cv2.IMREAD_UNCHANGED)
+            labels = (labels > 0).astype(np.uint8) if args.binary_255 else labels
+        else:
+            labels = write_target(args, inferencer, target, t, ref_view)
+        summary.append(dict(input=t.path, slice=t.slice_index, name=t.name,
+                            mask=osp.join('masks', t.name + '.png'),
+                            panel=osp.join('panels', t.name + '.png'),
+                            foreground_pixels=int((labels > 0).sum())))
     volumes = []
-    ref_labels = ref.labels if ref is not None else None
     for path, shape in plan.volumes.items():
-        out = write_volume(args.out_dir, path, shape, args.axis, usable, ref_key, ref_labels)
+        out = write_volume(args.out_dir, path, shape, args.axis, usable, ref_key, ref.labels)
         volumes.append(dict(input=path, labels=osp.relpath(out, args.out_dir)))
         print(f'{path}: label volume {out}')
     with open(osp.join(args.out_dir, 'summary.json'), 'w') as f:
-        json.dump(dict(config=args.config, method=model.method_name, targets=summary,
+        json.dump(dict(config=args.config, method=inferencer.method_name, targets=summary,
                        volumes=volumes, skipped=sorted(plan.failed)), f, indent=2)
     print(f'{len(summary)} targets written to {args.out_dir}')
     if plan.failed:
@@ -345,6 +268,11 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return EXIT_INPUT
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_tool(lambda: run(args))
 
 
 if __name__ == '__main__':

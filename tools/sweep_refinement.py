@@ -102,10 +102,10 @@ def main(argv=None) -> int:
     from mmseg.registry import MODELS
 
     import mmseg_medpersam  # noqa: F401
-    from mmseg_medpersam.engine.transductive import fit_transductive
-    from mmseg_medpersam.segmentors.one_shot_sam import sample_key
+    from mmseg_medpersam.methods.medpersam import MedPerSAMState
     from mmseg_medpersam.utils.atomic import atomic_write_bytes, atomic_write_text
     from mmseg_medpersam.utils.masks import dice
+    from mmseg_medpersam.utils.naming import sample_key
 
     init_default_scope('mmseg')
     grids = GRIDS[args.grid] if isinstance(GRIDS[args.grid], list) else [GRIDS[args.grid]]
@@ -125,11 +125,16 @@ def main(argv=None) -> int:
                 if priors is None and cached and osp.isfile(cached):
                     priors = torch.load(cached, weights_only=True)
                 if priors is None:  # the warp does not depend on the SAM: fit once per task
-                    priors, _ = fit_transductive(model, images, metas)
+                    model.fit(images, metas)
+                    (state,) = model.fit_states.values()
+                    priors = state.priors
                     if cached:
                         buffer = io.BytesIO()
                         torch.save(priors, buffer)
                         atomic_write_bytes(cached, buffer.getvalue())
+                else:  # the same warp for this SAM
+                    model.fit_states[model.reference_key(metas[0])] = MedPerSAMState(
+                        None, priors, {})
                 warp = [dice(priors[sample_key(m)][1] > 0.5, g) for m, g in zip(metas, gts)]
                 print(f'| {task} | (warp) | - | - | - | - | {100 * np.mean(warp):.2f} | - | - |',
                       flush=True)
@@ -143,7 +148,7 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 with torch.no_grad():
                     for img, meta, gt in zip(images, metas, gts):
-                        results = model.segment(img, meta, priors[sample_key(meta)])
+                        results = model.segment(img, meta)
                         pred = model.merge_classes(results, tuple(img.shape[-2:])).numpy() > 0
                         scores.append(dice(pred, gt))
                         used += any(r.info.get('sam_used') for r in results.values())

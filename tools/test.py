@@ -15,25 +15,20 @@ import json
 import os
 import os.path as osp
 import sys
-from typing import Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 import mmseg_medpersam  # noqa: E402,F401  (registers modules; mmcv-lite compat first)
-from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
-from mmseg_medpersam.engine import OneShotTargetsFailed  # noqa: E402
-from mmseg_medpersam.sam.checkpoint import CheckpointError  # noqa: E402
-from mmseg_medpersam.utils.cli import (  # noqa: E402
-    EXIT_CHECKPOINT,
-    EXIT_CONFIG,
-    EXIT_INPUT,
-    ConfigError,
-    ConfigOptionsAction,
-    config_error_message,
+from mmseg_medpersam.apis import (  # noqa: E402
+    apply_checkpoint,
+    build_test_runner,
+    load_config,
+    run_tool,
 )
+from mmseg_medpersam.engine import OneShotTargetsFailed  # noqa: E402
+from mmseg_medpersam.utils.cli import EXIT_INPUT, ConfigOptionsAction  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,20 +53,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.checkpoint:
-        if cfg.model.get('sam') is None:
-            print(f'note: {args.config} runs without SAM; --checkpoint is ignored',
-                  file=sys.stderr)
-        else:
-            cfg.model.sam.checkpoint = args.checkpoint
+    apply_checkpoint(cfg, args.checkpoint)
     cfg.load_from = None  # SAM's weights load inside the model; nothing else to load
     if args.out_metrics:
         cfg.test_cfg.out_file = args.out_metrics
@@ -102,50 +90,25 @@ def init_cpu_process_group() -> None:
         dist.init_process_group(backend='gloo')
 
 
-def build_runner(cfg: Config, device: Optional[str]) -> Runner:
-    """The Runner with its model and test loop built (settings are checked here)."""
-    if device and device.startswith('cuda') and not _cuda_available():
-        raise ConfigError(f'--device {device}: no CUDA device on this machine; use --device cpu '
-                          '(or leave --device out).')
-    if cfg.launcher == 'pytorch' and not _cuda_available():
-        init_cpu_process_group()
-    try:
-        runner = Runner.from_cfg(cfg)
-        # mmengine builds the test loop (dataset, pipeline, evaluator) lazily inside test():
-        # build it now, so an unknown type or a bad argument there is a setting error too.
-        runner.test_loop  # noqa: B018
-    except (KeyError, ValueError, TypeError) as e:
-        if isinstance(e, (CheckpointError, OneShotDataError)):
-            raise
-        raise ConfigError(f'{cfg.filename}: {config_error_message(e)}') from e
-    if device:
-        runner.model.to(device)
-    return runner
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+
+    def run() -> int:
         cfg = build_config(args)
-        runner = build_runner(cfg, args.device)
-        metrics = runner.test()
-        code = 0
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return EXIT_CONFIG
-    except CheckpointError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return EXIT_CHECKPOINT
-    except OneShotTargetsFailed as e:  # the others were scored: keep their numbers
-        print(f'error: {e}', file=sys.stderr)
-        metrics, code = e.metrics, EXIT_INPUT
-    except OneShotDataError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return EXIT_INPUT
-    print(json.dumps(metrics, indent=2))
-    if args.out_metrics:
-        print(f'metrics written to {args.out_metrics}')
-    return code
+        if cfg.launcher == 'pytorch' and not _cuda_available():
+            init_cpu_process_group()
+        runner = build_test_runner(cfg, args.device)
+        try:
+            metrics, code = runner.test(), 0
+        except OneShotTargetsFailed as e:  # the others were scored: keep their numbers
+            print(f'error: {e}', file=sys.stderr)
+            metrics, code = e.metrics, EXIT_INPUT
+        print(json.dumps(metrics, indent=2))
+        if args.out_metrics:
+            print(f'metrics written to {args.out_metrics}')
+        return code
+
+    return run_tool(run)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,8 @@ resume = False
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
-    visualization=dict(type='SegVisualizationHook', draw=False),
+    # mmseg's tools/test.py --show-dir sets draw=True: every target is drawn.
+    visualization=dict(type='OneShotVisualizationHook', draw=False),
 )
 test_cfg = dict(type='OneShotTestLoop')
 # Several processes (tools/dist_test.sh): each runs its own copy, no gradient sync.

@@ -28,7 +28,7 @@ import math
 import os
 import os.path as osp
 from dataclasses import asdict, dataclass
-from typing import Dict, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -144,18 +144,9 @@ def prepare_variation(out_dir: str, structure: str = 'ventricles', severity: flo
         raise OneShotDataError(
             f'{out_dir}: not writing the simulated {spec.name} task here: the folder holds '
             'other data (or another severity/seed). Give it its own data_root.')
-    volumes = load_template()
-    labels = spec.label(volumes)
-    scaled = variation.scaled(severity)
-    rng = np.random.default_rng(seed)
     for sub in ('images', 'masks'):
         os.makedirs(osp.join(out_dir, sub), exist_ok=True)
-    for z in spec.slices:
-        img = np.clip(np.rint(axial_slice(volumes['t1'], z)), 0, 255).astype(np.uint8)
-        mask = axial_slice(labels, z).astype(np.uint8)
-        if z != spec.reference:
-            draw = draw_variation(img.shape, rng, scaled)
-            img, mask = apply_variation(img, mask, draw, scaled.noise, rng)
+    for z, img, mask, _ in variation_slices(structure, severity, seed, variation):
         cv2.imwrite(osp.join(out_dir, 'images', slice_name(z) + '.png'), img)
         cv2.imwrite(osp.join(out_dir, 'masks', slice_name(z) + '.png'), mask)
     with open(osp.join(out_dir, 'COPYRIGHT.txt'), 'w') as f:
@@ -165,20 +156,32 @@ def prepare_variation(out_dir: str, structure: str = 'ventricles', severity: flo
     return out_dir
 
 
+def variation_slices(structure: str, severity: float = 1.0, seed: int = 0,
+                     variation: Variation = Variation()
+                     ) -> Iterator[Tuple[int, np.ndarray, np.ndarray, Optional[Draw]]]:
+    """Each slice of the simulated task, in order: ``(z, image, mask, draw)`` (no draw for the
+    undeformed reference). The one sequence of random draws the task is made of."""
+    spec = get_task(structure)
+    volumes = load_template()
+    labels = spec.label(volumes)
+    scaled = variation.scaled(severity)
+    rng = np.random.default_rng(seed)
+    for z in spec.slices:
+        img = np.clip(np.rint(axial_slice(volumes['t1'], z)), 0, 255).astype(np.uint8)
+        mask = axial_slice(labels, z).astype(np.uint8)
+        draw = None
+        if z != spec.reference:
+            draw = draw_variation(img.shape, rng, scaled)
+            img, mask = apply_variation(img, mask, draw, scaled.noise, rng)
+        yield z, img, mask, draw
+
+
 def draws_for(structure: str, severity: float = 1.0, seed: int = 0,
               variation: Variation = Variation()) -> Dict[int, Draw]:
-    """The draws ``prepare_variation`` makes for each target slice (same seed, same order)."""
-    spec = get_task(structure)
-    rng = np.random.default_rng(seed)
-    scaled = variation.scaled(severity)
-    shape = axial_slice(np.zeros((197, 233, 189)), spec.reference).shape
-    out = {}
-    for z in spec.slices:
-        if z != spec.reference:
-            out[z] = draw_variation(shape, rng, scaled)
-            rng.standard_normal(shape)  # the noise drawn by apply_variation
-    return out
+    """The draw of each deformed slice of the task ``prepare_variation`` writes."""
+    return {z: draw for z, _, _, draw in variation_slices(structure, severity, seed, variation)
+            if draw is not None}
 
 
 __all__ = ['Variation', 'Draw', 'draw_variation', 'apply_variation', 'prepare_variation',
-           'draws_for', 'variation_task_name']
+           'draws_for', 'variation_slices', 'variation_task_name']

@@ -1,8 +1,7 @@
-"""Test-time engine: the one-shot test loop, the one transductive procedure, test hooks."""
-from .hooks import PanelVisualizationHook, SaveMasksHook
+"""Test-time engine: the one-shot test loop (fit once, then predict), test hooks, wrapper."""
+from .hooks import OneShotVisualizationHook, PanelVisualizationHook, SaveMasksHook
 from .test_loop import OneShotTargetsFailed, OneShotTestLoop
-from .transductive import fit_transductive
 from .wrapper import OneShotInferenceWrapper
 
-__all__ = ['OneShotTestLoop', 'OneShotTargetsFailed', 'fit_transductive', 'SaveMasksHook',
-           'PanelVisualizationHook', 'OneShotInferenceWrapper']
+__all__ = ['OneShotTestLoop', 'OneShotTargetsFailed', 'SaveMasksHook', 'PanelVisualizationHook',
+           'OneShotVisualizationHook', 'OneShotInferenceWrapper']

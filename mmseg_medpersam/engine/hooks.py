@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 from mmengine.hooks import Hook
+from mmseg.engine.hooks import SegVisualizationHook
 from mmseg.registry import HOOKS
 
 from ..datasets.io import IGNORE_INDEX
@@ -56,17 +57,16 @@ class PanelVisualizationHook(_OutputDirHook):
                         outputs: Optional[Sequence] = None) -> None:
         from ..visualization import target_panel
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        method = getattr(model, 'method_name', type(model).__name__)
+        method = getattr(model, 'method_name', type(model).__name__)  # the run's facts
         for image, sample in zip(data_batch['inputs'], outputs or []):
             h, w = sample.metainfo.get('img_shape', image.shape[-2:])
             img = image[:, :h, :w].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
             pred = sample.pred_sem_seg.data[0].cpu().numpy()
             gt = sample.gt_sem_seg.data[0].cpu().numpy() if 'gt_sem_seg' in sample else None
             reference = None
-            if hasattr(model, 'get_reference'):
-                ref = model.get_reference(sample.metainfo)
-                reference = (ref.image.permute(1, 2, 0).cpu().numpy().astype(np.uint8),
-                             ref.labels)
+            if sample.metainfo.get('ref_img') is not None:  # handed over by LoadOneShotImage
+                reference = (np.asarray(sample.metainfo['ref_img']).astype(np.uint8),
+                             np.asarray(sample.metainfo['ref_seg_map']))
             name = prediction_name(sample.metainfo)
             score = mean_foreground_dice(pred, gt, IGNORE_INDEX) if gt is not None else None
             title = f'{method} | {name}' + (f' | Dice {score:.3f}' if score is not None else '')
@@ -74,4 +74,32 @@ class PanelVisualizationHook(_OutputDirHook):
                          sample.metainfo.get('prompts'), reference, title)
 
 
-__all__ = ['SaveMasksHook', 'PanelVisualizationHook']
+@HOOKS.register_module()
+class OneShotVisualizationHook(SegVisualizationHook):
+    """mmseg's ``SegVisualizationHook`` for one-shot tasks: what mmseg's own ``tools/test.py
+    --show-dir`` turns on (``default_hooks.visualization``).
+
+    Every target is drawn (``interval=1``: a task has tens of targets, not thousands), from
+    the image the model saw (a slice of a volume has no image file of its own), under a name
+    unique per target (``prediction_name``: a volume's slices share a file name).
+    """
+
+    def __init__(self, draw: bool = False, interval: int = 1, **kwargs) -> None:
+        super().__init__(draw=draw, interval=interval, **kwargs)
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch: dict,
+                        outputs: Sequence) -> None:
+        if not self.draw or not self.every_n_inner_iters(batch_idx, self.interval):
+            return
+        for image, sample in zip(data_batch['inputs'], outputs):
+            h, w = sample.metainfo.get('img_shape', image.shape[-2:])
+            img = np.ascontiguousarray(image[:, :h, :w].permute(1, 2, 0).cpu().numpy(),
+                                       dtype=np.uint8)
+            self._visualizer.add_datasample(f'test_{prediction_name(sample.metainfo)}', img,
+                                            data_sample=sample, show=self.show,
+                                            wait_time=self.wait_time, step=runner.iter)
+
+    after_val_iter = after_test_iter
+
+
+__all__ = ['SaveMasksHook', 'PanelVisualizationHook', 'OneShotVisualizationHook']

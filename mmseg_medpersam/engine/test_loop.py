@@ -2,9 +2,9 @@
 
 * a run starts from scratch (``model.begin_run``) and loads and checks the reference before
   any target is touched (a bad reference fails at once, nothing computed is lost);
-* transductive heads (Med-PerSAM) are fitted on the WHOLE unlabeled test set first
-  (``engine.transductive``), whatever the number of processes: rank 0 fits, the targets'
-  priors are broadcast, and every rank predicts its shard with them;
+* a transductive method (Med-PerSAM) is fitted once on the WHOLE unlabeled test set first
+  (``model.fit``: the method owns its procedure), whatever the number of processes: rank 0
+  fits, the fitted states are broadcast, and every rank predicts its shard with them;
 * a target that cannot be read or used is reported by name and skipped: the others are still
   segmented and scored, the metrics file is written, and the loop then raises one error
   listing the failed files;
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 from mmengine.dist import all_gather_object, broadcast_object_list, get_rank, get_world_size
@@ -28,9 +28,8 @@ from mmseg.registry import LOOPS
 from ..datasets.io import OneShotDataError
 from ..datasets.transforms import LoadOneShotImage
 from ..evaluation.report import write_report
-from ..segmentors.one_shot_sam import PRIOR_KEY, sample_key
 from .hooks import SaveMasksHook
-from .transductive import fit_transductive
+from .targets import preprocess_targets
 
 
 class OneShotTargetsFailed(OneShotDataError):
@@ -87,34 +86,29 @@ class OneShotTestLoop(TestLoop):
 
     def all_targets(self, failures: List[str]):
         """Every target of the dataset (not only this rank's shard), preprocessed."""
-        dataset, collate = self.dataloader.dataset, self.dataloader.collate_fn
-        images, metas = [], []
-        for i in range(len(dataset)):
-            try:
-                batch = collate([dataset[i]])
-            except OneShotDataError as e:
-                failures.append(str(e))
-                print_log(f'skipped a target: {e}', logger='current', level=logging.ERROR)
-                continue
-            data = self.model.data_preprocessor(batch, False)
-            for img, sample in zip(data['inputs'], data['data_samples']):
-                h, w = sample.metainfo.get('img_shape', img.shape[-2:])
-                images.append(img[:, :h, :w].float())
-                metas.append(sample.metainfo)
+        images, metas = preprocess_targets(self.dataloader.dataset, self.model,
+                                           self.dataloader.collate_fn, failures=failures)
+        for message in failures:
+            print_log(f'skipped a target: {message}', logger='current', level=logging.ERROR)
         return images, metas
 
-    def fit(self, failures: List[str]) -> Tuple[dict, Optional[dict]]:
-        """Fit the transductive head on all targets (rank 0) and share the priors."""
-        priors, log = {}, None
+    def fit(self, failures: List[str]) -> Optional[dict]:
+        """Fit the transductive method on all targets (rank 0) and share the fitted states.
+
+        Returns the fit's log: per reference the method's log, and the total ``seconds``.
+        """
+        log = None
         if get_rank() == 0:
             images, metas = self.all_targets(failures)
             if images:
-                priors, log = fit_transductive(self.model, images, metas)
+                start = time.perf_counter()
+                log = dict(references=self.model.fit(images, metas),
+                           seconds=round(time.perf_counter() - start, 2))
         if get_world_size() > 1:
-            shared = [{k: {c: p.cpu() for c, p in v.items()} for k, v in priors.items()}, log]
+            shared = [self.model.fit_states, log]
             broadcast_object_list(shared, src=0)
-            priors, log = shared
-        return priors, log
+            self.model.fit_states, log = shared
+        return log
 
     def run(self) -> dict:
         start = time.perf_counter()
@@ -125,15 +119,10 @@ class OneShotTestLoop(TestLoop):
             self.model.begin_run()
         self.check_reference()
         failures: List[str] = []
-        priors, fit_log = {}, None
-        if getattr(getattr(self.model, 'head', None), 'transductive', False):
-            with torch.no_grad():
-                priors, fit_log = self.fit(failures)
+        fit_log = None
+        if getattr(self.model, 'transductive', False):
+            fit_log = self.fit(failures)
         for idx, data_batch in enumerate(self.iter_batches(failures)):
-            for sample in data_batch['data_samples']:
-                prior = priors.get(sample_key(sample.metainfo))
-                if prior is not None:
-                    sample.set_metainfo({PRIOR_KEY: prior})
             try:
                 self.run_iter(idx, data_batch)
             except OneShotDataError as e:
@@ -142,7 +131,8 @@ class OneShotTestLoop(TestLoop):
         # One entry per file, whichever rank (and the fit) met it.
         failures = sorted({msg for part in all_gather_object(failures) for msg in part})
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
-        details = {k: metrics.pop(k) for k in ('per_image', 'per_class') if k in metrics}
+        details = {k.rpartition('/')[2]: metrics.pop(k) for k in list(metrics)
+                   if k.rpartition('/')[2] in ('per_image', 'per_class')}
         if self.out_file and get_rank() == 0:
             run = dict(config=getattr(self.runner.cfg, 'filename', None),
                        method=getattr(self.model, 'method_name', type(self.model).__name__),

@@ -6,7 +6,6 @@ class; the summary is the mean (and std) over images, then over classes, in perc
 """
 from __future__ import annotations
 
-import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -16,7 +15,10 @@ from mmseg.registry import METRICS
 
 from ..datasets.io import IGNORE_INDEX
 from ..utils.masks import label_map_scores
-from ..utils.naming import prediction_name
+from ..utils.naming import image_name, prediction_name
+
+#: The prefix of this metric's names in mmengine's evaluator output.
+METRIC_PREFIX = 'oneshot'
 
 
 @METRICS.register_module()
@@ -30,7 +32,9 @@ class PerImageDiceMetric(BaseMetric):
     of processes), which the test loop writes to its report.
     """
 
-    default_prefix: Optional[str] = None
+    #: Its names are ``oneshot/mDice`` etc. beside other metrics (mmseg's ``IoUMetric`` has
+    #: an ``mIoU`` too); the report lists them without the prefix.
+    default_prefix: Optional[str] = METRIC_PREFIX
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         num_classes = len(self.dataset_meta['classes']) if self.dataset_meta else None
@@ -38,10 +42,8 @@ class PerImageDiceMetric(BaseMetric):
             pred = sample['pred_sem_seg']['data'][0].cpu().numpy()
             gt = sample['gt_sem_seg']['data'][0].cpu().numpy()
             scores = label_map_scores(pred, gt, IGNORE_INDEX, num_classes)
-            path = sample.get('img_path', '')
-            index = sample.get('slice_index')
-            name = osp.basename(path) if index is None else f'{osp.basename(path)}#{index}'
-            self.results.append(dict(img=name, name=prediction_name(sample), scores=scores,
+            self.results.append(dict(img=image_name(sample), name=prediction_name(sample),
+                                     scores=scores,
                                      order=sample.get('sample_idx'),
                                      seconds=sample.get('predict_seconds')))
 
@@ -67,14 +69,10 @@ class PerImageDiceMetric(BaseMetric):
             summary['mDice'] = float(np.nanmean([v['dice'] for v in per_class.values()]))
             summary['mDice_std'] = float(np.nanmean([v['dice_std'] for v in per_class.values()]))
             summary['mIoU'] = float(np.nanmean([v['iou'] for v in per_class.values()]))
-        seconds = [r['seconds'] for r in results if r.get('seconds') is not None]
-        if seconds:
-            summary['sec_per_img'] = float(np.mean(seconds))
         lines = [f'{name}: Dice {v["dice"]:.2f} +- {v["dice_std"]:.2f}, IoU {v["iou"]:.2f} '
                  f'({v["num_images"]} images)' for name, v in per_class.items()]
         print_log('per-image foreground scores\n' + '\n'.join(lines), logger='current')
-        out: Dict[str, object] = {k: round(v, 2) if k != 'sec_per_img' else round(v, 3)
-                                  for k, v in summary.items()}
+        out: Dict[str, object] = {k: round(v, 2) for k, v in summary.items()}
         out['per_class'] = per_class
         out['per_image'] = per_image_entries(results)
         return out

@@ -21,10 +21,13 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmseg.registry import METRICS
 
+from ..utils.masks import dice, mask_bbox
+
 FIGURES = ('pos_precision', 'neg_precision', 'pos_spread', 'box_iou', 'mask_dice')
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two inclusive xyxy pixel boxes (``mask_bbox``'s convention)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
     inter = ix * iy
@@ -55,15 +58,13 @@ def prompt_figures(record: dict, gt: np.ndarray) -> Dict[str, Optional[float]]:
         if neg.any():
             out['neg_precision'] = float((~inside[neg]).mean())
     boxes = record.get('boxes')
-    if boxes is not None and gt.any():
-        ys_gt, xs_gt = np.nonzero(gt)
-        gt_box = np.array([xs_gt.min(), ys_gt.min(), xs_gt.max(), ys_gt.max()], float)
-        out['box_iou'] = _box_iou(np.asarray(boxes, float).reshape(-1, 4)[0], gt_box)
+    gt_box = mask_bbox(gt)
+    if boxes is not None and gt_box is not None:
+        out['box_iou'] = _box_iou(np.asarray(boxes, float).reshape(-1, 4)[0], gt_box.numpy())
     mask = record.get('mask')
     if mask is not None:
-        mask = np.asarray(mask, bool)
-        total = mask.sum() + gt.sum()
-        out['mask_dice'] = float(2 * (mask & gt).sum() / total) if total else None
+        score = dice(np.asarray(mask, bool), gt)
+        out['mask_dice'] = None if np.isnan(score) else score
     return out
 
 

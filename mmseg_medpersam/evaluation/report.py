@@ -1,10 +1,11 @@
 """The metrics report of a run: one JSON file, written once, by the test loop.
 
 Layout: ``mDice``, ``mDice_std``, ``mIoU`` (percent), ``per_class``, ``per_image`` (Dice and
-IoU in [0, 1], seconds), ``prompt`` (prompt-quality figures), ``skipped`` (targets that could
-not be segmented, with the reason), ``transductive`` (the warping fit's log: seconds, and per
-retraining round whether it was skipped and how many pseudo-labels it used), ``run`` (config,
-method, device, processes, wall seconds).
+IoU in [0, 1], seconds: the target's encoder time plus the method's time, the same rule for
+every method), ``prompt`` (prompt-quality figures), ``skipped`` (targets that could not be
+segmented, with the reason), ``transductive`` (the transductive fit's log: seconds, and per
+reference the method's log, e.g. Med-PerSAM's retraining rounds and pseudo-labels), ``run``
+(config, method, device, processes, wall seconds).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import os.path as osp
 from typing import List, Optional
 
 import numpy as np
+
+from .dice_metric import METRIC_PREFIX
 
 
 def finite(value):
@@ -34,10 +37,12 @@ def finite(value):
 def write_report(path: str, metrics: dict, details: dict, skipped: List[str],
                  transductive: Optional[dict], run: dict) -> None:
     """Write the run's report to ``path`` (see module docstring)."""
-    out = {k: v for k, v in metrics.items() if '/' not in k}
+    out = {}
     for key, value in metrics.items():
-        if '/' in key:  # another metric's figures, e.g. 'prompt/pos_precision'
-            group, name = key.split('/', 1)
+        group, _, name = key.rpartition('/')
+        if group in ('', METRIC_PREFIX):  # the plugin's own scores: top level
+            out[name] = value
+        else:  # another metric's figures, e.g. 'prompt/pos_precision'
             out.setdefault(group, {})[name] = value
     out.update(details)
     out['skipped'] = list(skipped)

@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..sam.backend import ImageEmbedding
+from ..utils.imagenet import IMAGENET_MEAN
 
-#: PerSAM thresholds SAM's pixel-normalised mask at 0: (v - 123.675) / 58.395 > 0 on 0..255.
-PERSAM_MASK_THRESHOLD = 123.675 / 255
+#: PerSAM thresholds SAM's pixel-normalised mask at 0: (v - mean) / std > 0, i.e. v > the red
+#: channel's mean, for a mask of 0..255 resized as a 0..1 map.
+PERSAM_MASK_THRESHOLD = IMAGENET_MEAN[0] / 255
 
 
 @dataclass
@@ -69,11 +71,6 @@ class ReferenceContext:
             self.cache[key] = cells if cells.any() else cov > 0
         return self.cache[key]
 
-    @property
-    def grid_mask(self) -> Tensor:
-        """(g, g) bool: cells at least half covered, else any covered cell (small masks)."""
-        return self.foreground_cells('coverage')
-
     def foreground_features(self, rule: str = 'coverage') -> Tensor:
         """(N, 256) features of the reference's foreground cells (``foreground_cells``)."""
         feats = self.embedding.features[0]  # (256, g, g)
@@ -102,7 +99,6 @@ class PromptContext:
         image: (3, H, W) float RGB 0..255 target image.
         mask: (H, W) bool current mask (warped reference, or SAM's last output), if any.
         logits: (1, 1, 256, 256) SAM low-res logits of ``mask`` when it came from SAM.
-        prior: (H, W) float in [0, 1]: a soft prior mask (e.g. the warped reference mask).
         target_key: identifies the target image (its file), for generators' own caches.
         cache: per-target values shared by generators (similarity maps, ...).
     """
@@ -112,7 +108,6 @@ class PromptContext:
     image: Tensor
     mask: Optional[Tensor] = None
     logits: Optional[Tensor] = None
-    prior: Optional[Tensor] = None
     target_key: Optional[str] = None
     cache: Dict[str, Any] = field(default_factory=dict)
 

@@ -7,6 +7,7 @@ that needs to change the decoder (PerSAM's attention bias) passes a ``decoder_ho
 """
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
@@ -36,10 +37,12 @@ class ImageEmbedding:
     Attributes:
         features: (1, 256, 64, 64) image embedding.
         geometry: where the image sits in the model's input frame.
+        encode_seconds: the encoder's time for this image (a batch's time shared evenly).
     """
 
     features: Tensor
     geometry: FrameGeometry
+    encode_seconds: float = 0.0
 
     @property
     def original_size(self) -> Size:
@@ -144,6 +147,12 @@ class SAMBackend(nn.Module):
         self.cache: LRUCache[ImageEmbedding] = LRUCache(cache_size)
         self.num_encoded = 0
 
+    def load_weights(self, state: dict, source: str) -> None:
+        """Strictly load a raw state dict of this arch (SAM's own key layout); a mismatch
+        names ``source`` and the arch the weights fit."""
+        load_sam_checkpoint(self.model, self.arch, source, state)
+        self.model.train(False)
+
     def train(self, mode: bool = True) -> 'SAMBackend':
         """The model stays in eval mode: it is never trained here."""
         super().train(mode)
@@ -209,12 +218,17 @@ class SAMBackend(nn.Module):
         step = max(1, int(batch_size))
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
+            start_time = time.perf_counter()
             inputs, geometries = zip(*(self.preprocess(images[i]) for i in chunk))
             with self._autocast():
                 feats = self.model.image_encoder(torch.cat(inputs)).float()
+            if self.device.type == 'cuda':
+                torch.cuda.synchronize(self.device)
+            seconds = (time.perf_counter() - start_time) / len(chunk)
             self.num_encoded += len(chunk)
             for j, i in enumerate(chunk):
-                out[i] = self.cache.put(keys[i], ImageEmbedding(feats[j:j + 1], geometries[j]))
+                out[i] = self.cache.put(keys[i], ImageEmbedding(feats[j:j + 1], geometries[j],
+                                                                seconds))
         return out
 
     @torch.no_grad()

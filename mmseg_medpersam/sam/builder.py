@@ -14,11 +14,12 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
 SAM_URL_PREFIX = 'https://dl.fbaipublicfiles.com/segment_anything/'
 PROMPT_EMBED_DIM = 256
 EMBED_GRID = 64  # side of the image-embedding grid of every arch here
-PIXEL_MEAN: Tuple[float, float, float] = (123.675, 116.28, 103.53)  # SAM, on 0..255 RGB
-PIXEL_STD: Tuple[float, float, float] = (58.395, 57.12, 57.375)
+PIXEL_MEAN, PIXEL_STD = IMAGENET_MEAN, IMAGENET_STD  # SAM's, on 0..255 RGB
 
 
 @dataclass(frozen=True)

@@ -136,10 +136,5 @@ def load_sam_checkpoint(model: nn.Module, arch: str, checkpoint: str,
     print_log(f'Loaded {get_arch(arch).title} weights from {checkpoint}', logger='current')
 
 
-def is_offline_error(err: BaseException) -> bool:
-    """Whether ``err`` is the clear 'cannot download' error (for CLIs that exit early)."""
-    return isinstance(err, CheckpointError) and 'Cannot download' in str(err)
-
-
 __all__ = ['CheckpointError', 'checkpoint_cache_dir', 'resolve_checkpoint', 'read_checkpoint',
-           'load_sam_checkpoint', 'is_offline_error', 'packaged_file']
+           'load_sam_checkpoint', 'packaged_file']

@@ -11,19 +11,19 @@ from typing import List, Optional, Tuple
 
 import torch
 from mmengine.structures import PixelData
-from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from ..prompts.structures import Prompts, decode_union
-from ..utils.masks import component_boxes, dice, mask_bbox
+from ..utils.masks import component_boxes, dice, mask_bbox, merge_class_logits
+from .base import OneShotSegmentorBase
 
 BOX_RULES = ('single', 'per_component', 'best')
 
 
 @MODELS.register_module()
-class OracleBoxSegmentor(BaseSegmentor):
+class OracleBoxSegmentor(OneShotSegmentorBase):
     """Per class present in the ground truth: its box -> SAM -> mask; classes merged by logit.
 
     A structure in several pieces gets either one box around all of them ('single'), one
@@ -38,19 +38,17 @@ class OracleBoxSegmentor(BaseSegmentor):
             single-mask output).
         boxes: 'single', 'per_component' or 'best' (see above).
         min_component_fraction, max_components: as ``BoxPrompt``'s.
-        head: unused (configs share the segmentor skeleton); must be None.
     """
 
     method_name = 'Oracle: GT box (upper reference)'
+    #: The one segmentor given the targets' labels: a reference for tables, not a method.
+    reads_target_labels = True
 
     def __init__(self, sam: dict, multimask_output: bool = True, boxes: str = 'best',
                  min_component_fraction: float = 0.05, max_components: int = 8,
-                 head: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if head is not None:
-            raise ValueError('OracleBoxSegmentor takes no head: it prompts SAM with '
-                             'ground-truth boxes only.')
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None,
+                 **mmseg_kwargs) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg, **mmseg_kwargs)
         if boxes not in BOX_RULES:
             raise ValueError(f'OracleBoxSegmentor: boxes must be one of {BOX_RULES}, '
                              f'got {boxes!r}')
@@ -91,29 +89,13 @@ class OracleBoxSegmentor(BaseSegmentor):
                 logits.append(class_logits)
                 records[c] = dict(boxes=boxes.cpu().numpy(),
                                   iou_prediction=float(iou.mean()))
-            labels = torch.zeros((h, w), dtype=torch.long)
-            if logits:
-                stack = torch.stack(logits).cpu()
-                fg = stack.max(dim=0).values > 0
-                labels[fg] = torch.tensor(classes)[stack.argmax(dim=0)[fg]]
+            labels = (merge_class_logits(classes, torch.stack(logits)) if logits
+                      else torch.zeros((h, w), dtype=torch.long))
             sample.set_data({'pred_sem_seg': PixelData(data=labels[None])})
             sample.set_field(records, 'prompts', field_type='metainfo')
             sample.set_field(time.perf_counter() - start, 'predict_seconds',
                              field_type='metainfo')
         return data_samples
-
-    def loss(self, inputs: Tensor, data_samples: List[SegDataSample]) -> dict:
-        raise NotImplementedError('OracleBoxSegmentor is a reference for tables, not trained.')
-
-    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
-        return [self.sam.encode(img.float()).features for img in inputs]
-
-    def encode_decode(self, inputs: Tensor, batch_data_samples: List[SegDataSample]) -> Tensor:
-        return torch.stack([s.pred_sem_seg.data for s in self.predict(inputs,
-                                                                      batch_data_samples)])
-
-    def _forward(self, inputs: Tensor, data_samples: Optional[List[SegDataSample]] = None):
-        return self.extract_feat(inputs)
 
 
 __all__ = ['OracleBoxSegmentor']

@@ -7,7 +7,7 @@ comparison with ``nan`` is false.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -40,6 +40,26 @@ def dice(a: Mask, b: Mask) -> float:
 def iou(a: Mask, b: Mask) -> float:
     """IoU of two bool masks; nan when both are empty (see the module's convention)."""
     return dice_iou(a, b)[1]
+
+
+def soft_dice_loss(prob: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+    """``1 - soft Dice`` per sample, averaged; ``eps`` keeps empty masks defined (loss 0)."""
+    dims = tuple(range(1, prob.dim()))
+    inter = (prob * target).sum(dims)
+    denom = prob.sum(dims) + target.sum(dims)
+    return (1.0 - (2.0 * inter + eps) / (denom + eps)).mean()
+
+
+def merge_class_logits(classes: Sequence[int], logits: Tensor) -> Tensor:
+    """(H, W) label map from per-class (C, H, W) logits: each pixel takes the class with the
+    highest logit where that logit is positive, else background 0."""
+    labels = torch.zeros(logits.shape[-2:], dtype=torch.long)
+    if not len(classes):
+        return labels
+    logits = logits.float().cpu()
+    fg = logits.max(dim=0).values > 0
+    labels[fg] = torch.as_tensor(list(classes))[logits.argmax(dim=0)[fg]]
+    return labels
 
 
 def label_map_scores(pred: np.ndarray, gt: np.ndarray, ignore_index: int,

@@ -14,4 +14,5 @@ test_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=data_root, pipeline=test_pipeline),
 )
-test_evaluator = [dict(type='PerImageDiceMetric'), dict(type='PromptQualityMetric')]
+test_evaluator = dict(type='OneShotEvaluator',
+                      metrics=[dict(type='PerImageDiceMetric'), dict(type='PromptQualityMetric')])

@@ -7,10 +7,8 @@ from .losses import (
     mse_loss,
     similarity_loss,
     smoothness_loss,
-    soft_dice_loss,
 )
 from .spatial_transformer import (
-    compose_flows,
     flow_to_grid,
     identity_grid,
     integrate_velocity,
@@ -23,6 +21,6 @@ from .warping_model import WarpingModel, to_gray, to_mask
 __all__ = [
     'FlowUNet', 'WarpingModel', 'RandomDeformation', 'warp', 'resize_flow',
     'resize_image', 'flow_to_grid', 'identity_grid', 'integrate_velocity',
-    'compose_flows', 'local_ncc_loss', 'mse_loss', 'similarity_loss',
-    'smoothness_loss', 'soft_dice_loss', 'mask_loss', 'to_gray', 'to_mask'
+    'local_ncc_loss', 'mse_loss', 'similarity_loss',
+    'smoothness_loss', 'mask_loss', 'to_gray', 'to_mask'
 ]

@@ -17,19 +17,26 @@ import torch
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..matching import (
+from ...prompts.context import PromptContext, ReferenceContext
+from ...prompts.structures import Prompts
+from ...sam.backend import ImageEmbedding
+from ...utils.cache import LRUCache
+from .patch_matching import (
+    MAX_PAIRS_BEFORE_HALVING,
     MatchResult,
-    RobustPromptSampler,
     bidirectional_matching,
-    group_subsets_by_size,
     patch_centers_xy,
     reference_patch_mask,
 )
-from ..sam.backend import ImageEmbedding
-from ..utils.cache import LRUCache
-from .base import BasePromptGenerator
-from .context import PromptContext
-from .structures import Prompts
+from .robust_sampler import RobustPromptSampler, group_subsets_by_size
+
+
+@dataclass
+class MatcherReference:
+    """Matcher's fit for one reference class: its patch features and foreground patches."""
+
+    features: Tensor
+    foreground: np.ndarray
 
 
 @dataclass
@@ -44,6 +51,7 @@ class MatcherSample:
         points: (N, 2) xy of the matched target patches.
         ref_fg: the reference's foreground patches.
         centres: (K, 2) xy the subsets were drawn from (k-means centres or the points).
+        grid_size, patch_size: the feature grid the matching ran on (for scoring).
     """
 
     groups: List[Tuple[np.ndarray, Prompts]]
@@ -52,10 +60,12 @@ class MatcherSample:
     points: np.ndarray
     ref_fg: np.ndarray
     centres: np.ndarray
+    grid_size: int
+    patch_size: int
 
 
 @MODELS.register_module()
-class MatcherPromptSampler(BasePromptGenerator):
+class MatcherPromptSampler(torch.nn.Module):
     """Multi-point prompt sets from bidirectional DINOv2 patch matching.
 
     Args:
@@ -69,7 +79,8 @@ class MatcherPromptSampler(BasePromptGenerator):
 
     def __init__(self, encoder: Optional[dict] = None, num_centers: int = 8,
                  use_points_or_centers: bool = False, sample_range: Tuple[int, int] = (4, 6),
-                 max_sample_iterations: int = 30, seed: int = 0, max_pairs: int = 40,
+                 max_sample_iterations: int = 30, seed: int = 0,
+                 max_pairs: int = MAX_PAIRS_BEFORE_HALVING,
                  cache_size: int = 4) -> None:
         super().__init__()
         self.encoder = MODELS.build(encoder or dict(type='DINOv2Encoder', arch='vit_l14'))
@@ -88,26 +99,25 @@ class MatcherPromptSampler(BasePromptGenerator):
         return self.cache.get_or_compute(key, lambda: self.encoder.patch_features(image,
                                                                                   embedding))
 
-    def reference_features(self, ctx: PromptContext) -> Tuple[Tensor, np.ndarray]:
-        """Reference features and its foreground patches (once per reference and class)."""
-        ref = ctx.reference
-        if 'matcher_ref' not in ref.cache:
-            feats = self.features(ref.image, ref.embedding, 'ref:' + ref.key)  # every class
-            fg = reference_patch_mask(ref.mask.cpu().numpy(), self.encoder.grid_size)
-            ref.cache['matcher_ref'] = (feats, fg)
-        return ref.cache['matcher_ref']
+    def reference(self, ref: ReferenceContext) -> MatcherReference:
+        """The reference's features (computed once for all its classes) and this class's
+        foreground patches."""
+        feats = self.features(ref.image, ref.embedding, 'ref:' + ref.key)
+        fg = reference_patch_mask(ref.mask.cpu().numpy(), self.encoder.grid_size)
+        return MatcherReference(feats, fg)
 
-    def forward(self, ctx: PromptContext) -> MatcherSample:
-        ref_feats, ref_fg = self.reference_features(ctx)
+    def forward(self, ctx: PromptContext, reference: MatcherReference) -> MatcherSample:
+        """Match ``reference`` to the target of ``ctx`` and sample the prompt sets."""
         tgt_feats = self.features(ctx.image, ctx.target, ctx.target_key)
-        match = bidirectional_matching(ref_feats.cpu().numpy(), tgt_feats.cpu().numpy(),
-                                       ref_fg, max_pairs=self.max_pairs)
-        points = patch_centers_xy(match.tgt_idx, self.encoder.grid_size, ctx.original_size,
-                                  self.encoder.patch_size)
-        centres = self.sampler.prompt_points(points)  # what the subsets are drawn from
-        subsets = [centres[idx] for idx in self.sampler.subset_indices(len(centres))]
+        match = bidirectional_matching(reference.features.cpu().numpy(),
+                                       tgt_feats.cpu().numpy(), reference.foreground,
+                                       max_pairs=self.max_pairs)
+        grid, patch = self.encoder.grid_size, self.encoder.patch_size
+        points = patch_centers_xy(match.tgt_idx, grid, ctx.original_size, patch)
+        centres, subsets = self.sampler.sample(points)
         device = ctx.target.features.device
         groups = [(idx, Prompts(point_coords=torch.from_numpy(coords).to(device),
                                 point_labels=torch.from_numpy(labels).to(device)))
                   for idx, coords, labels in group_subsets_by_size(subsets)]
-        return MatcherSample(groups, len(subsets), match, points, ref_fg, centres)
+        return MatcherSample(groups, len(subsets), match, points, reference.foreground,
+                             centres, grid, patch)

@@ -18,10 +18,8 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmseg.registry import MODELS
 
-from ..utils.checkpoint import CheckpointError, read_file, strict_load, unwrap_state_dict
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ...utils.checkpoint import CheckpointError, read_file, strict_load, unwrap_state_dict
+from ...utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 #: timm model names of the DINOv2 backbones (no register tokens, as in Matcher).
 DINOV2_ARCHS: Dict[str, str] = {
@@ -138,9 +136,9 @@ class DINOv2Encoder(nn.Module):
                 f'img_size={img_size} must be a multiple of the patch size {self.patch_size}.')
         self.embed_dim = int(self.vit.embed_dim)
         self.register_buffer(
-            'mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+            'mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer(
-            'std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+            'std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
         if checkpoint is not None:
             load_dinov2_checkpoint(self.vit, checkpoint)

@@ -1,6 +1,6 @@
 """Spatial transformer: warp images and masks with a dense displacement field.
 
-Flow convention (used by every module of :mod:`mmseg_medpersam.warping`):
+Flow convention (used by every module of :mod:`mmseg_medpersam.methods.medpersam.warping`):
 
 * a flow is a ``(N, 2, H, W)`` tensor of displacements in PIXELS of its own ``H x W`` grid,
   channel 0 is ``dx`` (columns), channel 1 is ``dy`` (rows);
@@ -114,8 +114,3 @@ def integrate_velocity(velocity: Tensor, steps: int) -> Tensor:
     for _ in range(steps):
         flow = flow + warp(flow, flow)
     return flow
-
-
-def compose_flows(first: Tensor, second: Tensor) -> Tensor:
-    """Flow of ``warp(warp(src, first), second)`` (both on the same grid)."""
-    return second + warp(first, second)

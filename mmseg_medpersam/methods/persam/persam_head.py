@@ -5,12 +5,12 @@ from typing import Optional
 
 from mmseg.registry import MODELS
 
-from ..prompts.context import PromptContext
-from ..prompts.structures import Prompts, decode_prompts
-from ..sam.backend import SAMBackend
-from ..utils.validate import check_number
-from .base import BaseOneShotHead, HeadResult
-from .refinement import cascaded_refinement, to_image_logits
+from ...prompts.context import PromptContext
+from ...prompts.structures import Prompts, decode_prompts
+from ...sam.backend import SAMBackend
+from ...utils.validate import check_number
+from ..base import BaseOneShotHead, HeadResult
+from ..refinement import cascaded_refinement, to_image_logits
 
 
 @MODELS.register_module()
@@ -36,7 +36,7 @@ class PerSAMHead(BaseOneShotHead):
         self.location_prior = MODELS.build(location_prior or dict(type='PerSAMLocationPrior'))
         self.num_refinements = num_refinements
 
-    def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
+    def predict(self, sam: SAMBackend, ctx: PromptContext, state: None = None) -> HeadResult:
         prompts = self.location_prior(ctx)
         first = decode_prompts(sam, ctx.target, prompts, multimask=False)
         points = Prompts(point_coords=prompts.point_coords, point_labels=prompts.point_labels)

@@ -8,7 +8,7 @@ import torch.nn as nn
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from ..warping.losses import soft_dice_loss
+from ...utils.masks import soft_dice_loss
 
 
 class MultimaskFusion(nn.Module):

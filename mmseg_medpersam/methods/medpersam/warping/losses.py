@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from ....utils.masks import soft_dice_loss
+
 
 def _box_mean(x: Tensor, window: int) -> Tensor:
     """Local mean over a ``window x window`` box (zero padding, true-count normalised).
@@ -61,14 +63,6 @@ def smoothness_loss(flow: Tensor) -> Tensor:
     if dy.numel():
         loss = loss + dy.pow(2).mean()
     return loss
-
-
-def soft_dice_loss(prob: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
-    """``1 - soft Dice`` per sample, averaged; ``eps`` keeps empty masks defined (loss 0)."""
-    dims = tuple(range(1, prob.dim()))
-    inter = (prob * target).sum(dims)
-    denom = prob.sum(dims) + target.sum(dims)
-    return (1.0 - (2.0 * inter + eps) / (denom + eps)).mean()
 
 
 def mask_loss(prob: Tensor, target: Tensor, dice_weight: float = 1.0,

@@ -1,18 +1,32 @@
 """Matcher: candidates from many sampled prompts, scored by instance-level matching, merged."""
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from mmseg.registry import MODELS
 
-from ..matching import ScoreConfig, score_and_merge
-from ..prompts.context import PromptContext
-from ..prompts.structures import Prompts, decode_prompts
-from ..sam.backend import SAMBackend
-from ..utils.validate import check_number
-from .base import BaseOneShotHead, HeadResult
+from ...prompts.context import PromptContext
+from ...prompts.structures import Prompts, decode_prompts
+from ...sam.backend import SAMBackend
+from ...utils.validate import check_number
+from ..base import BaseOneShotHead, FitState, HeadResult, ReferenceClasses, TargetImage
+from .instance_scoring import ScoreConfig, score_and_merge
+from .prompt_sampler import MatcherReference
+
+
+@dataclass
+class MatcherState(FitState):
+    """Matcher's fit: per class, the reference's features and foreground patches."""
+
+    references: Dict[int, MatcherReference]
+
+    @property
+    def log(self) -> dict:
+        return dict(reference_patches={c: int(r.foreground.sum())
+                                       for c, r in self.references.items()})
 
 
 @MODELS.register_module()
@@ -42,8 +56,15 @@ class MatcherHead(BaseOneShotHead):
         self.decode_batch = decode_batch
         self.score_cfg = ScoreConfig(**(score or {}))
 
-    def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
-        sample = self.prompt_sampler(ctx)
+    def fit(self, sam: SAMBackend, reference: ReferenceClasses,
+            targets: Sequence[TargetImage] = ()) -> MatcherState:
+        """The reference's features and each class's foreground patches."""
+        return MatcherState({c: self.prompt_sampler.reference(ref)
+                             for c, ref in reference.items()})
+
+    def predict(self, sam: SAMBackend, ctx: PromptContext,
+                state: Optional[MatcherState] = None) -> HeadResult:
+        sample = self.prompt_sampler(ctx, state.references[ctx.reference.label])
         geo = ctx.target.geometry
         multimask = 3 if self.multimask_output else 1
         # Candidates in sampling order; each size group decoded in chunks, never padded.
@@ -67,8 +88,7 @@ class MatcherHead(BaseOneShotHead):
         candidates = torch.cat(candidates)[rank].numpy()
         _, scores, kept = score_and_merge(
             candidates, sample.match, None, sample.ref_fg, sample.points,
-            self.prompt_sampler.encoder.grid_size, self.score_cfg,
-            self.prompt_sampler.encoder.patch_size)
+            sample.grid_size, self.score_cfg, sample.patch_size)
         if kept.size:
             # The union of the kept masks as logits: positive exactly on the union.
             kept_logits = geo.frame_to_image(low_res[torch.from_numpy(kept).to(low_res.device)])

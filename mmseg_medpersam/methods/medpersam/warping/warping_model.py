@@ -24,10 +24,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
+from mmengine.registry import OPTIMIZERS
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..utils.validate import check_number
+from ....utils.validate import check_number
 from .augment import RandomDeformation
 from .flow_net import FlowUNet  # noqa: F401  (registers the default flow network)
 from .losses import mask_loss, similarity_loss, smoothness_loss
@@ -123,9 +124,6 @@ class WarpingModel(nn.Module):
         min_lr_ratio: the learning rate decays by cosine annealing (torch's
             ``CosineAnnealingLR``) to this fraction of ``lr``.
         iters: optimisation steps of a first fit.
-        coarse_fraction: this fraction of a first fit's steps runs at half the working
-            resolution (coarse-to-fine: large displacements are found at a quarter of the
-            cost, the rest refines at full resolution).
         retrain_iters: steps of a retraining (fit with pseudo-labels on a fitted model).
         batch_size: unlabeled targets per step.
         aug_batch_size: augmented reference copies per step (``L_aug``).
@@ -145,7 +143,6 @@ class WarpingModel(nn.Module):
                  optimizer: Optional[dict] = None,
                  min_lr_ratio: float = 0.1,
                  iters: int = 700,
-                 coarse_fraction: float = 0.0,
                  retrain_iters: int = 200,
                  batch_size: int = 4,
                  aug_batch_size: int = 1,
@@ -165,9 +162,9 @@ class WarpingModel(nn.Module):
                              f'known: {sorted(DEFAULT_LOSS_WEIGHTS)}')
         self.loss_weights = dict(DEFAULT_LOSS_WEIGHTS, **(loss_weights or {}))
         self.optimizer_cfg = dict(DEFAULT_OPTIMIZER, **(optimizer or {}))
-        if not hasattr(torch.optim, str(self.optimizer_cfg['type'])):
+        if OPTIMIZERS.get(str(self.optimizer_cfg['type'])) is None:
             raise ValueError(f"{name}: optimizer type {self.optimizer_cfg['type']!r} is not a "
-                             'torch.optim class')
+                             "registered optimizer (mmengine's OPTIMIZERS: torch.optim's)")
         if amp not in ('auto', 'bf16', 'none'):
             raise ValueError(f"{name}: amp must be 'auto', 'bf16' or 'none', got {amp!r}")
         for arg, value, low in (('iters', iters, 0), ('retrain_iters', retrain_iters, 0),
@@ -177,23 +174,17 @@ class WarpingModel(nn.Module):
                                 ('infer_batch_size', infer_batch_size, 1)):
             check_number(name, arg, value, minimum=low, integer=True)
         check_number(name, 'min_lr_ratio', min_lr_ratio, minimum=0, maximum=1)
-        check_number(name, 'coarse_fraction', coarse_fraction, minimum=0, maximum=1)
         self.flow_net = MODELS.build(dict(dict(type='FlowUNet'), **(flow_net or {})))
         self.flow_net.to(memory_format=torch.channels_last)
         self.work_size = None if work_size is None else size2(work_size)
         self.work_long_side = int(work_long_side)
         self.min_lr_ratio = float(min_lr_ratio)
         self.iters = int(iters)
-        self.coarse_fraction = float(coarse_fraction)
         self.retrain_iters = int(retrain_iters)
         self.batch_size = int(batch_size)
         self.aug_batch_size = int(aug_batch_size)
         self.seed = seed
         self.augment = RandomDeformation(**(augmentation or {}))
-        # The same deformations at half resolution: pixel magnitudes halve.
-        coarse = dict(augmentation or {})
-        coarse['elastic_magnitude'] = 0.5 * self.augment.elastic_magnitude
-        self.augment_coarse = RandomDeformation(**coarse)
         self.infer_batch_size = int(infer_batch_size)
         self.amp = amp
         # A buffer, so a saved state dict remembers that the network was fitted.
@@ -251,9 +242,8 @@ class WarpingModel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        cfg = dict(self.optimizer_cfg)
         params = [p for p in self.flow_net.parameters() if p.requires_grad]
-        return getattr(torch.optim, cfg.pop('type'))(params, **cfg)
+        return OPTIMIZERS.build(dict(self.optimizer_cfg, params=params))
 
     def _reset_flow_net(self) -> None:
         if hasattr(self.flow_net, 'init_weights'):
@@ -276,15 +266,14 @@ class WarpingModel(nn.Module):
 
     def _loss_step(self, ref_w: Tensor, mask_w: Tensor, tgt: Tensor, pl: Optional[Tensor],
                    pl_valid: Optional[Tensor], gen: torch.Generator,
-                   with_aug: bool, coarse: bool = False) -> Dict[str, Tensor]:
+                   with_aug: bool) -> Dict[str, Tensor]:
         """Losses of one step on a batch of targets (and augmented reference copies)."""
         weights = self.loss_weights
         n_t = tgt.shape[0]
         fixed = [tgt]
         aug_mask = None
         if with_aug:
-            augment = self.augment_coarse if coarse else self.augment
-            aug_img, aug_mask, _ = augment(ref_w, mask_w, self.aug_batch_size, gen)
+            aug_img, aug_mask, _ = self.augment(ref_w, mask_w, self.aug_batch_size, gen)
             fixed.append(aug_img)
         fixed = torch.cat(fixed)
         flow = self(ref_w.expand(fixed.shape[0], -1, -1, -1), fixed)
@@ -322,67 +311,27 @@ class WarpingModel(nn.Module):
         Progress is logged ten times per fit.
         """
         start = time.perf_counter()
-        device = self.device
         ref_w, tgt_w, shapes, size = self._prepare(ref_image, targets)
         mask_w = self._to_work(to_mask(ref_mask), size)
+        pl_w, pl_valid = self._pseudo_label_batch(pseudo_labels, shapes, size, ref_w)
         retrain = pseudo_labels is not None and self.fitted
         if iters is None:
             iters = self.retrain_iters if retrain else self.iters
-        pl_w = pl_valid = None
-        if pseudo_labels is not None:
-            if len(pseudo_labels) != len(shapes):
-                raise ValueError(f'{len(pseudo_labels)} pseudo-labels for {len(shapes)} targets')
-            pl_valid = torch.tensor([p is not None for p in pseudo_labels], device=device)
-            pl_w = torch.cat([
-                self._to_work(to_mask(p), size) if p is not None else
-                ref_w.new_zeros((1, 1) + size) for p in pseudo_labels
-            ]) if len(shapes) else None
-        with_aug = self.loss_weights['aug'] > 0
-        n_targets = tgt_w.shape[0]
-        if n_targets == 0 and not with_aug:
+        if tgt_w.shape[0] == 0 and not self.loss_weights['aug'] > 0:
             iters = 0
+        device = self.device
         cuda = [device.index or 0] if device.type == 'cuda' else []
         seed = self.seed + (1 if retrain else 0)
-        history: List[Dict[str, float]] = []
         was_training = self.training
         self.train()
-        log_every = max(1, iters // 10)
-        coarse_iters = 0 if retrain else int(round(self.coarse_fraction * iters))
-        half = lambda t: None if t is None else F.avg_pool2d(t, 2, ceil_mode=True)  # noqa: E731
-        coarse_data = (half(ref_w), half(mask_w), half(tgt_w), half(pl_w))
         # enable_grad: fits also run inside mmengine's no-grad test loop and inference tools.
         with torch.random.fork_rng(devices=cuda), torch.enable_grad():
             torch.manual_seed(seed)
             if not retrain:
                 self._reset_flow_net()
-            gen = torch.Generator().manual_seed(seed)
-            optim = self._make_optimizer()
-            base_lr = optim.param_groups[0]['lr']
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optim, T_max=max(iters, 1), eta_min=base_lr * self.min_lr_ratio)
-            order: List[int] = []
-            for it in range(iters):
-                bs = min(self.batch_size, n_targets)
-                if len(order) < bs:
-                    order += torch.randperm(n_targets, generator=gen).tolist()
-                idx, order = order[:bs], order[bs:]
-                idx_t = torch.tensor(idx, dtype=torch.long, device=device)
-                coarse = it < coarse_iters
-                r_w, m_w, t_w, p_w = coarse_data if coarse else (ref_w, mask_w, tgt_w, pl_w)
-                losses = self._loss_step(
-                    r_w, m_w, t_w[idx_t], p_w[idx_t] if p_w is not None else None,
-                    pl_valid[idx_t] if pl_valid is not None else None,
-                    gen, with_aug, coarse)
-                optim.zero_grad(set_to_none=True)
-                if losses['total'].requires_grad:
-                    losses['total'].backward()
-                    optim.step()
-                sched.step()
-                history.append({k: float(v.detach()) for k, v in losses.items()})
-                if (it + 1) % log_every == 0 or it + 1 == iters:
-                    print_log(f'warping {"re" if retrain else ""}fit {it + 1}/{iters}: loss '
-                              f'{history[-1]["total"]:.4f}, {time.perf_counter() - start:.1f} s',
-                              logger='current')
+            history = self._optimise(ref_w, mask_w, tgt_w, pl_w, pl_valid, iters,
+                                     torch.Generator().manual_seed(seed),
+                                     f'warping {"re" if retrain else ""}fit', start)
         self.train(was_training)
         if iters > 0:
             self.fitted_flag.fill_(True)
@@ -393,6 +342,53 @@ class WarpingModel(nn.Module):
         result.update(iters=iters, seconds=time.perf_counter() - start,
                       retrain=float(retrain))
         return result
+
+    def _pseudo_label_batch(self, pseudo_labels: Optional[Sequence[Optional[ArrayLike]]],
+                            shapes: List[Tuple[int, int]], size: Tuple[int, int],
+                            ref_w: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """Pseudo-labels at working size (zeros where None) and which targets have one."""
+        if pseudo_labels is None:
+            return None, None
+        if len(pseudo_labels) != len(shapes):
+            raise ValueError(f'{len(pseudo_labels)} pseudo-labels for {len(shapes)} targets')
+        valid = torch.tensor([p is not None for p in pseudo_labels], device=self.device)
+        if not shapes:
+            return None, valid
+        return torch.cat([self._to_work(to_mask(p), size) if p is not None
+                          else ref_w.new_zeros((1, 1) + size) for p in pseudo_labels]), valid
+
+    def _optimise(self, ref_w: Tensor, mask_w: Tensor, tgt_w: Tensor, pl_w: Optional[Tensor],
+                  pl_valid: Optional[Tensor], iters: int, gen: torch.Generator, what: str,
+                  start: float) -> List[Dict[str, float]]:
+        """``iters`` steps over shuffled target batches, cosine learning-rate schedule."""
+        optim = self._make_optimizer()
+        base_lr = optim.param_groups[0]['lr']
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optim, T_max=max(iters, 1), eta_min=base_lr * self.min_lr_ratio)
+        with_aug = self.loss_weights['aug'] > 0
+        n_targets = tgt_w.shape[0]
+        log_every = max(1, iters // 10)
+        history: List[Dict[str, float]] = []
+        order: List[int] = []
+        for it in range(iters):
+            bs = min(self.batch_size, n_targets)
+            if len(order) < bs:
+                order += torch.randperm(n_targets, generator=gen).tolist()
+            idx, order = order[:bs], order[bs:]
+            idx_t = torch.tensor(idx, dtype=torch.long, device=self.device)
+            losses = self._loss_step(
+                ref_w, mask_w, tgt_w[idx_t], pl_w[idx_t] if pl_w is not None else None,
+                pl_valid[idx_t] if pl_valid is not None else None, gen, with_aug)
+            optim.zero_grad(set_to_none=True)
+            if losses['total'].requires_grad:
+                losses['total'].backward()
+                optim.step()
+            sched.step()
+            history.append({k: float(v.detach()) for k, v in losses.items()})
+            if (it + 1) % log_every == 0 or it + 1 == iters:
+                print_log(f'{what} {it + 1}/{iters}: loss {history[-1]["total"]:.4f}, '
+                          f'{time.perf_counter() - start:.1f} s', logger='current')
+        return history
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from ..sam.geometry import FrameGeometry
-from .base import BasePromptGenerator, argmax_xy
-from .context import PromptContext
-from .persam_decoder import PerSAMDecoderHook
-from .structures import Prompts
+from ...prompts.base import BasePromptGenerator, argmax_xy
+from ...prompts.context import PromptContext
+from ...prompts.structures import Prompts
+from ...sam.geometry import FrameGeometry
+from .decoder_hook import PerSAMDecoderHook
 
 
 def reference_prototype(ctx: PromptContext, kind: str, cells: str = 'coverage') -> torch.Tensor:

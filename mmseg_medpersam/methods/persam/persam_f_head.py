@@ -1,20 +1,33 @@
 """PerSAM-F: PerSAM with two learnable scalars fusing SAM's multimask outputs (Zhang et al.)."""
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmseg.registry import MODELS
+from torch import Tensor
 
-from ..prompts.context import PromptContext, ReferenceContext
-from ..prompts.structures import decode_prompts
-from ..sam.backend import SAMBackend
-from ..utils.validate import check_number
-from .base import BaseOneShotHead, HeadResult
+from ...prompts.context import PromptContext
+from ...prompts.structures import decode_prompts
+from ...sam.backend import SAMBackend
+from ...utils.validate import check_number
+from ..base import BaseOneShotHead, FitState, HeadResult, ReferenceClasses, TargetImage
+from ..refinement import cascaded_refinement, to_image_logits
 from .multimask_fusion import fit_multimask_fusion
-from .refinement import cascaded_refinement, to_image_logits
 
-FUSION_KEY = 'persam_f_weights'
+
+@dataclass
+class PerSAMFState(FitState):
+    """PerSAM-F's fit: per class, the fusion weights of SAM's three masks and the loss curve."""
+
+    weights: Dict[int, Tensor]
+    losses: Dict[int, List[float]]
+
+    @property
+    def log(self) -> dict:
+        return dict(fusion_weights={c: w.tolist() for c, w in self.weights.items()},
+                    final_loss={c: v[-1] if v else None for c, v in self.losses.items()})
 
 
 @MODELS.register_module()
@@ -51,16 +64,21 @@ class PerSAMFHead(BaseOneShotHead):
                             alpha=focal_alpha, gamma=focal_gamma)
         self.num_refinements = num_refinements
 
-    def prepare(self, sam: SAMBackend, reference: ReferenceContext) -> None:
-        ctx = PromptContext(reference=reference, target=reference.embedding,
-                            image=reference.image)
-        out = decode_prompts(sam, reference.embedding, self.location_prior(ctx), multimask=True)
-        weights, losses = fit_multimask_fusion(out.logits()[0], reference.mask, **self.fit_cfg)
-        reference.cache[FUSION_KEY] = weights
-        reference.cache['persam_f_loss'] = losses
+    @torch.no_grad()
+    def fit(self, sam: SAMBackend, reference: ReferenceClasses,
+            targets: Sequence[TargetImage] = ()) -> PerSAMFState:
+        """Fit the fusion weights of every class on the reference alone."""
+        weights, losses = {}, {}
+        for c, ref in reference.items():
+            ctx = PromptContext(reference=ref, target=ref.embedding, image=ref.image)
+            out = decode_prompts(sam, ref.embedding, self.location_prior(ctx), multimask=True)
+            weights[c], losses[c] = fit_multimask_fusion(out.logits()[0], ref.mask,
+                                                         **self.fit_cfg)
+        return PerSAMFState(weights, losses)
 
-    def predict(self, sam: SAMBackend, ctx: PromptContext) -> HeadResult:
-        weights = ctx.reference.cache[FUSION_KEY].to(ctx.target.features.device)
+    def predict(self, sam: SAMBackend, ctx: PromptContext,
+                state: Optional[PerSAMFState] = None) -> HeadResult:
+        weights = state.weights[ctx.reference.label].to(ctx.target.features.device)
         prompts = self.location_prior(ctx)
         out = decode_prompts(sam, ctx.target, prompts, multimask=True)
         fused = torch.einsum('k,bkhw->bhw', weights, out.low_res_logits)[:, None]

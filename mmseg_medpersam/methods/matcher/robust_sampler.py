@@ -93,10 +93,11 @@ class RobustPromptSampler:
                                itertools.combinations(range(num_points), size))
         return [s.astype(np.int64) for s in subsets]
 
-    def sample(self, points_xy: np.ndarray) -> List[np.ndarray]:
-        """Point subsets, each (k, 2) ``(x, y)`` in the frame of ``points_xy``; all positive."""
+    def sample(self, points_xy: np.ndarray) -> Tuple[np.ndarray, List[np.ndarray]]:
+        """The points drawn from (``prompt_points``) and the subsets: each (k, 2) ``(x, y)``
+        in the frame of ``points_xy``, all positive."""
         points = self.prompt_points(points_xy)
-        return [points[idx] for idx in self.subset_indices(len(points))]
+        return points, [points[idx] for idx in self.subset_indices(len(points))]
 
     __call__ = sample
 

@@ -60,8 +60,7 @@ def purity_coverage(points_xy: np.ndarray, mask: np.ndarray,
 class ScoreConfig:
     """Scoring, filtering and merging settings (defaults: Matcher's FSS-1000 preset).
 
-    ``*_filter`` > 0 keeps masks with metric >= min(threshold, best metric); 0 is off.
-    ``use_score_filter`` switches to Matcher's distance-based selection of the scores. Only the
+    ``*_filter`` > 0 keeps masks with metric >= min(threshold, best metric); 0 is off. Only the
     one-object FSS-1000 path is implemented end to end: Matcher's COCO/LVIS presets also need
     dense grid prompts, stability/IoU filters and box NMS, which this plugin does not have.
     """
@@ -74,9 +73,6 @@ class ScoreConfig:
     purity_filter: float = 0.0
     num_merging_mask: int = 10
     topk_scores_threshold: float = 0.7
-    use_score_filter: bool = False
-    deep_score_filter: float = 0.33
-    deep_score_norm_filter: float = 0.1
 
 
 def score_candidates(candidates: np.ndarray,
@@ -127,13 +123,6 @@ def _select(scores: np.ndarray, keep: np.ndarray, cfg: ScoreConfig) -> np.ndarra
         return idx
     idx = idx[np.argsort(-scores[idx], kind='stable')]
     s = scores[idx]
-    if cfg.use_score_filter:
-        dist = 1.0 - s
-        dist_norm = (dist - dist.min()) / (dist.max() + EPS)
-        ok = dist < cfg.deep_score_filter
-        ok[0] = True
-        ok &= dist_norm < cfg.deep_score_norm_filter
-        return idx[ok][:cfg.num_merging_mask]
     idx, s = idx[:cfg.num_merging_mask], s[:cfg.num_merging_mask]
     if cfg.topk_scores_threshold > 0 and s.max() > 0:
         s = s / s.max()

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..sam.backend import ImageEmbedding
-from ..utils.validate import check_number
+from ...sam.backend import ImageEmbedding
+from ...utils.validate import check_number
 
 
 @MODELS.register_module()

@@ -1,0 +1,28 @@
+"""The inference API every tool uses, in the manner of ``mmseg.apis``.
+
+* ``load_config`` / ``init_one_shot_model``: a config (+ options, + a SAM checkpoint) to a
+  built segmentor, bad settings raised as ``ConfigError`` (exit 4);
+* ``OneShotInferencer``: config + checkpoint + one labelled reference -> fit on the targets ->
+  one prediction per target (``tools/infer.py``);
+* ``build_test_runner``: mmengine's Runner for a config's test loop (``tools/test.py``);
+* ``dataset_targets``: a config's targets, preprocessed as the test loop sees them;
+* ``run_tool``: the tools' one mapping of errors to exit codes.
+
+``mmseg.apis.init_model(config)`` builds every config of the project too.
+"""
+from .inference import (
+    OneShotInferencer,
+    Prediction,
+    apply_checkpoint,
+    build_model,
+    build_test_runner,
+    check_device,
+    dataset_targets,
+    init_one_shot_model,
+    load_config,
+    run_tool,
+)
+
+__all__ = ['OneShotInferencer', 'Prediction', 'apply_checkpoint', 'build_model',
+           'build_test_runner', 'check_device',
+           'dataset_targets', 'init_one_shot_model', 'load_config', 'run_tool']

@@ -1,0 +1,226 @@
+"""Config -> model -> reference -> fit -> predictions: one copy for every tool."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS, MODELS
+from torch import Tensor
+
+from ..datasets.io import OneShotDataError, load_image
+from ..datasets.transforms import LoadOneShotImage
+from ..engine.targets import preprocess_targets
+from ..methods.base import HeadResult
+from ..sam.checkpoint import CheckpointError
+from ..segmentors.one_shot_sam import OneShotSAMSegmentor, ReferenceSet
+from ..utils.cli import (
+    EXIT_CHECKPOINT,
+    EXIT_CONFIG,
+    EXIT_INPUT,
+    ConfigError,
+    config_error_message,
+)
+
+
+def load_config(config, cfg_options: Optional[dict] = None) -> Config:
+    """A config file (or ``Config``) with ``--cfg-options`` merged; mmseg's scope set."""
+    cfg = Config.fromfile(config) if not isinstance(config, Config) else config
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    return cfg
+
+
+def apply_checkpoint(cfg: Config, checkpoint: Optional[str]) -> None:
+    """``--checkpoint``: the SAM weights of the config's model (a note if it has no SAM)."""
+    if not checkpoint:
+        return
+    if cfg.model.get('sam') is None:
+        print(f'note: {cfg.filename} runs without SAM; --checkpoint is ignored', file=sys.stderr)
+    else:
+        cfg.model.sam.checkpoint = checkpoint
+
+
+def check_device(device: Optional[str]) -> None:
+    """A device this machine has, or a ``ConfigError`` saying what to use."""
+    if not device:
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"--device {device}: not a device ({e}); use 'cpu' or 'cuda:0'.")
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f'--device {device}: no CUDA device on this machine; use --device cpu '
+                          '(or leave --device out).')
+    if dev.type not in ('cpu', 'cuda'):
+        raise ConfigError(f"--device {device}: only 'cpu' and 'cuda' devices are supported.")
+
+
+def _setting_error(cfg: Config, err: Exception) -> Exception:
+    """A build error as what it is: a checkpoint or input error, else a bad setting."""
+    if isinstance(err, (CheckpointError, OneShotDataError)):
+        return err
+    return ConfigError(f'{cfg.filename}: {config_error_message(err)}')
+
+
+def build_model(cfg: Config) -> torch.nn.Module:
+    """``cfg.model`` built; a bad setting is a ``ConfigError`` naming the config."""
+    try:
+        return MODELS.build(cfg.model)
+    except (KeyError, ValueError, TypeError) as e:
+        raise _setting_error(cfg, e) from e
+
+
+def init_one_shot_model(config, checkpoint: Optional[str] = None, device: Optional[str] = None,
+                        cfg_options: Optional[dict] = None,
+                        num_classes: Optional[int] = None) -> OneShotSAMSegmentor:
+    """Build a config's segmentor in eval mode, like ``mmseg.apis.init_model``.
+
+    ``checkpoint`` gives the SAM weights (``model.sam.checkpoint``); ``num_classes`` (with
+    background) is needed when no dataset says it (``tools/infer.py``).
+    """
+    check_device(device)
+    cfg = load_config(config, cfg_options)
+    apply_checkpoint(cfg, checkpoint)
+    if num_classes is not None:
+        cfg.model.num_classes = num_classes
+    model = build_model(cfg)
+    model.cfg = cfg
+    return model.to(device or ('cuda' if torch.cuda.is_available() else 'cpu')).eval()
+
+
+def build_test_runner(cfg: Config, device: Optional[str] = None):
+    """mmengine's Runner with its model and test loop built (settings are checked here)."""
+    from mmengine.runner import Runner
+    check_device(device)
+    try:
+        runner = Runner.from_cfg(cfg)
+        # mmengine builds the test loop (dataset, pipeline, evaluator) lazily inside test():
+        # build it now, so an unknown type or a bad argument there is a setting error too.
+        runner.test_loop  # noqa: B018
+    except (KeyError, ValueError, TypeError) as e:
+        raise _setting_error(cfg, e) from e
+    if device:
+        runner.model.to(device)
+    return runner
+
+
+def dataset_targets(cfg: Config, model: torch.nn.Module, count: Optional[int] = None,
+                    failures: Optional[List[str]] = None) -> Tuple[List[Tensor], List[dict]]:
+    """The config's test targets as the model sees them: (3, H, W) images and metainfo.
+
+    A target that cannot be loaded is listed in ``failures`` (raised if None is given).
+    """
+    from mmengine.dataset import pseudo_collate
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    return preprocess_targets(dataset, model, pseudo_collate, count, failures)
+
+
+@dataclass
+class Prediction:
+    """One target's prediction: its label map and the method's per-class results."""
+
+    labels: np.ndarray
+    results: Dict[int, HeadResult]
+    prompts: Dict[int, dict]
+
+
+class OneShotInferencer:
+    """Config + checkpoint + one labelled reference -> fit on the targets -> predictions.
+
+    Example::
+
+        inferencer = OneShotInferencer('configs/medpersam/medpersam_litemedsam_mni152-wm.py')
+        inferencer.set_reference('ref.png', 'ref_mask.png')
+        images = [inferencer.load('a.png'), inferencer.load('b.png')]
+        inferencer.fit(images)            # transductive methods see every target once
+        labels = inferencer(images[0]).labels
+
+    Args:
+        config, checkpoint, device, cfg_options, num_classes: as ``init_one_shot_model``.
+    """
+
+    def __init__(self, config, checkpoint: Optional[str] = None, device: Optional[str] = None,
+                 cfg_options: Optional[dict] = None, num_classes: int = 2) -> None:
+        self.model = init_one_shot_model(config, checkpoint, device, cfg_options, num_classes)
+        self.device = self.model.device
+        self.num_classes = num_classes
+        self.loader = LoadOneShotImage(window=pipeline_window(self.model.cfg))
+        self.reference: Optional[ReferenceSet] = None
+        self._ref_info: dict = {}
+
+    @property
+    def method_name(self) -> str:
+        return self.model.method_name
+
+    def set_reference(self, image: str, mask: str, slice_index: Optional[int] = None,
+                      axis: int = 2) -> ReferenceSet:
+        """Load, encode and prepare the labelled reference (a bad one raises here, before any
+        target). Starts a new run: earlier fits are forgotten."""
+        info = dict(ref_img_path=image, ref_seg_map_path=mask, ref_slice_index=slice_index,
+                    axis=axis, num_classes=self.num_classes)
+        info['ref_img'], info['ref_seg_map'] = self.loader.load_reference(info)
+        self.model.begin_run()
+        with torch.no_grad():
+            self.reference = self.model.get_reference(info)
+        self._ref_info = info
+        return self.reference
+
+    def load(self, path: str, slice_index: Optional[int] = None, axis: int = 2) -> 'Target':
+        """A target image (a 2D file or a volume's slice) with the reference's window."""
+        image = load_image(path, slice_index, axis, self.loader.window)
+        return Target(torch.from_numpy(image).permute(2, 0, 1).float().to(self.device),
+                      dict(self._ref_info, img_path=path, slice_index=slice_index), image)
+
+    def fit(self, targets: Sequence['Target']) -> dict:
+        """Fit a transductive method once on every target (others: nothing to do)."""
+        return self.model.fit([t.tensor for t in targets], [t.meta for t in targets])
+
+    @torch.no_grad()
+    def __call__(self, target: 'Target') -> Prediction:
+        """Segment one target with the fit (a transductive method not fitted on it is fitted
+        on the reference and this target alone)."""
+        results = self.model.segment(target.tensor, target.meta)
+        labels = self.model.merge_classes(results, tuple(target.tensor.shape[-2:]))
+        return Prediction(labels.numpy().astype(np.uint8), results,
+                          {c: self.model.prompt_record(r) for c, r in results.items()})
+
+
+@dataclass
+class Target:
+    """A loaded target: the model's tensor, its metainfo and the RGB image (for panels)."""
+
+    tensor: Tensor
+    meta: dict
+    image: np.ndarray
+
+
+def pipeline_window(cfg: Config):
+    """The intensity window of the config's ``LoadOneShotImage`` (None: per-image percentiles)."""
+    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
+    for step in pipeline:
+        if step.get('type') == 'LoadOneShotImage':
+            return step.get('window')
+    return None
+
+
+def run_tool(main: Callable[[], int]) -> int:
+    """Run a tool's body; its errors as one line on stderr and the documented exit code
+    (2 checkpoint, 3 input, 4 setting)."""
+    codes = ((ConfigError, EXIT_CONFIG), (CheckpointError, EXIT_CHECKPOINT),
+             (OneShotDataError, EXIT_INPUT))
+    try:
+        return main()
+    except tuple(c for c, _ in codes) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return next(code for cls, code in codes if isinstance(e, cls))
+
+
+__all__ = ['OneShotInferencer', 'Prediction', 'Target', 'apply_checkpoint', 'build_model',
+           'build_test_runner', 'check_device', 'dataset_targets', 'init_one_shot_model',
+           'load_config', 'pipeline_window', 'run_tool']

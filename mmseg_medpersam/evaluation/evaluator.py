@@ -1,0 +1,50 @@
+"""``OneShotEvaluator``: mmengine's Evaluator in the one form mmseg's ``tools/test.py`` can set.
+
+mmseg's ``tools/test.py --out DIR`` sets ``test_evaluator['output_dir']`` and
+``['keep_results']``, which needs the evaluator to be one dict: this is it, holding the
+plugin's metrics. With ``output_dir`` each target's predicted label map is written there
+(``<name>.png``, class indices), as mmseg's ``IoUMetric`` does for offline evaluation.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Optional, Sequence, Union
+
+import cv2
+import numpy as np
+from mmengine.evaluator import Evaluator
+from mmengine.registry import EVALUATOR
+
+from ..utils.atomic import WriteError, atomic_write_bytes
+from ..utils.naming import prediction_name
+
+
+@EVALUATOR.register_module()
+class OneShotEvaluator(Evaluator):
+    """The plugin's metrics, with mmseg's ``output_dir`` / ``keep_results`` arguments.
+
+    Args:
+        metrics: metric configs (``PerImageDiceMetric``, ``PromptQualityMetric``, mmseg's).
+        output_dir: write each predicted label map here (None: write nothing).
+        keep_results: accepted for mmseg's ``--out``; the maps are written as they come.
+    """
+
+    def __init__(self, metrics: Union[dict, Sequence[dict]], output_dir: Optional[str] = None,
+                 keep_results: bool = False) -> None:
+        super().__init__(metrics)
+        self.output_dir = output_dir
+        self.keep_results = keep_results
+
+    def process(self, data_samples: Sequence, data_batch=None) -> None:
+        if self.output_dir:
+            for sample in data_samples:
+                labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+                path = osp.join(self.output_dir, prediction_name(sample.metainfo) + '.png')
+                ok, encoded = cv2.imencode('.png', labels)
+                if not ok:
+                    raise WriteError(f'{path}: cannot encode the label map as PNG')
+                atomic_write_bytes(path, encoded.tobytes())
+        super().process(data_samples, data_batch)
+
+
+__all__ = ['OneShotEvaluator']

@@ -1,0 +1,103 @@
+"""The interface every method implements: fit once, then predict each target with that fit.
+
+A method is a head of ``OneShotSAMSegmentor``. ``fit`` runs once per reference: on the
+reference alone (PerSAM-F's fusion weights, Matcher's reference features) or, for
+``transductive`` methods (Med-PerSAM), on the reference and every unlabeled target. Whatever it
+fits comes back as a typed ``FitState`` that the segmentor hands to ``predict`` for each target
+and class; a head keeps nothing between calls. No method ever sees a target's label.
+"""
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence
+
+import torch.nn as nn
+from torch import Tensor
+
+from ..prompts.context import PromptContext, ReferenceContext
+from ..prompts.structures import Prompts
+from ..sam.backend import SAMBackend
+
+#: A reference's classes: label -> its ``ReferenceContext``.
+ReferenceClasses = Dict[int, ReferenceContext]
+
+
+@dataclass
+class TargetImage:
+    """One unlabeled target as a method sees it.
+
+    Attributes:
+        image: (3, H, W) float RGB 0..255.
+        key: identifies the image (its file and slice), e.g. for the backend's embedding cache.
+    """
+
+    image: Tensor
+    key: str
+
+
+class FitState:
+    """What a method's ``fit`` returns and its ``predict`` takes (subclassed per method).
+
+    ``covers(key)``: whether the fit has seen that target; a transductive method is fitted
+    again, on the reference and that target alone, for a target it has not seen.
+    """
+
+    log: Dict[str, Any]
+
+    def covers(self, key: str) -> bool:
+        return True
+
+    def forget_predictions(self) -> None:
+        """Drop predictions the fit made on the way (so each later ``predict`` computes its
+        own, e.g. when a benchmark times it); default: the fit keeps none."""
+
+
+@dataclass
+class HeadResult:
+    """A head's answer for one target and one class.
+
+    Attributes:
+        logits: (H, W) float scores on the target image; the mask is ``logits > 0``.
+        prompts: the prompts the method generated for its first SAM call (for prompt metrics).
+        prompt_mask: (H, W) bool mask that was given to SAM as a mask prompt, if any.
+        info: extra numbers worth logging (iterations run, scores, ...).
+    """
+
+    logits: Tensor
+    prompts: Optional[Prompts] = None
+    prompt_mask: Optional[Tensor] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mask(self) -> Tensor:
+        return self.logits > 0
+
+
+class BaseOneShotHead(nn.Module, metaclass=ABCMeta):
+    """A method (PerSAM, PerSAM-F, Matcher, Med-PerSAM) as a module of the segmentor.
+
+    Attributes:
+        transductive: ``fit`` needs the unlabeled targets (the segmentor then fits once on all
+            of them before predicting any).
+        method_name: how tables name the method.
+    """
+
+    transductive = False
+    method_name = 'one-shot head'
+
+    def fit(self, sam: Optional[SAMBackend], reference: ReferenceClasses,
+            targets: Sequence[TargetImage] = ()) -> Optional[FitState]:
+        """Fit on the reference (and, transductive methods, the unlabeled ``targets``).
+
+        Default: nothing to fit (None).
+        """
+        return None
+
+    @abstractmethod
+    def predict(self, sam: Optional[SAMBackend], ctx: PromptContext,
+                state: Optional[FitState] = None) -> HeadResult:
+        """Segment the target of ``ctx`` for the reference's class, with ``fit``'s state."""
+
+
+__all__ = ['BaseOneShotHead', 'FitState', 'HeadResult', 'ReferenceClasses', 'TargetImage']
