@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 from conftest import REPO_ROOT, TINY_CONFIG, folder_options, make_folder_task
 
@@ -55,3 +57,30 @@ def test_two_processes_report_what_one_process_reports(tmp_path, config, extra):
                   for log in run['transductive']['references'].values() for r in log['rounds']]
                  for run in (one, two)]
         assert facts[0] == facts[1] == [(False, 5)]
+
+
+def test_dist_test_sh_at_default_threads_reports_what_one_process_reports(tmp_path):
+    """Without OMP_NUM_THREADS, torchrun gives each process one thread; the fit still runs
+    with the one-process thread count, so the masks are the same to the pixel."""
+    root = make_folder_task(str(tmp_path / 'task'), stems=('ref', 't1', 't2', 't3', 't4'))
+    options = dict(folder_options(root), **{'model.head.warping.iters': 30,
+                                            'model.head.warping.work_long_side': 64})
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('OMP_NUM_THREADS', 'MEDPERSAM_FIT_THREADS')}
+    args = ['--cfg-options'] + [f'{k}={v}' for k, v in options.items()]
+    runs = {}
+    for name, cmd in (('one', [sys.executable, osp.join(REPO_ROOT, 'tools', 'test.py'),
+                               MEDPERSAM_TINY]),
+                      ('two', ['bash', osp.join(REPO_ROOT, 'tools', 'dist_test.sh'),
+                               MEDPERSAM_TINY, '2'])):
+        masks = str(tmp_path / name / 'masks')
+        proc = subprocess.run(cmd + ['--work-dir', str(tmp_path / name), '--out-masks', masks,
+                                     '--out-metrics', str(tmp_path / f'{name}.json')] + args,
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=900,
+                              env=dict(env, PYTHON=sys.executable, PORT=str(_free_port())))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = {f: cv2.imread(osp.join(masks, f), cv2.IMREAD_UNCHANGED)
+                      for f in sorted(os.listdir(masks))}
+    assert list(runs['one']) == list(runs['two']) == [f't{i}.png' for i in range(1, 5)]
+    for f in runs['one']:
+        assert np.array_equal(runs['one'][f], runs['two'][f]), f

@@ -131,10 +131,10 @@ def main() -> None:
 
     if args.json:
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(dict(per_target=rows, mean=means, fit=info, device=dev_name,
-                           predict_seconds=predict_seconds, tvl1_seconds=tvl1_seconds,
-                           config=cfg), f, indent=2)
+        from mmseg_medpersam.utils.atomic import atomic_write_text
+        atomic_write_text(args.json, json.dumps(dict(
+            per_target=rows, mean=means, fit=info, device=dev_name,
+            predict_seconds=predict_seconds, tvl1_seconds=tvl1_seconds, config=cfg), indent=2))
 
 
 if __name__ == '__main__':

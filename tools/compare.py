@@ -40,11 +40,16 @@ def run_config(config: str, work_dir: str, extra: List[str]) -> Optional[str]:
            osp.join(work_dir, name), '--out-metrics', out,
            '--out-masks', osp.join(work_dir, name, 'masks')] + extra
     print(f'running {name} ...', file=sys.stderr, flush=True)
+    if osp.isfile(out):
+        os.remove(out)  # a report left by an earlier run must not stand in for this one
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0 or not osp.isfile(out):
-        tail = '\n'.join(proc.stderr.strip().splitlines()[-5:])
+    tail = '\n'.join(proc.stderr.strip().splitlines()[-5:])
+    if not osp.isfile(out):
         print(f'{name} failed (exit {proc.returncode}):\n{tail}', file=sys.stderr)
         return None
+    if proc.returncode != 0:  # e.g. exit 3: some targets failed, the others were scored
+        print(f'{name}: exit {proc.returncode}, its report covers the targets it could '
+              f'segment:\n{tail}', file=sys.stderr)
     return out
 
 
@@ -195,9 +200,8 @@ def main(argv=None) -> int:
     table = '\n'.join([header] + rows)
     print(table)
     if args.out:
-        os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(table + '\n')
+        from mmseg_medpersam.utils.atomic import atomic_write_text
+        atomic_write_text(args.out, table + '\n')
     if reports and args.figure:
         draw_grid(args.figure, reports, labels, args.targets, args.num_targets, task_config,
                   parse_options(args.cfg_options))

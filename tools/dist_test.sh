@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Multi-process test on one machine: bash tools/dist_test.sh CONFIG GPUS [tools/test.py args]
+# Multi-process test on one machine: bash tools/dist_test.sh CONFIG NUM_PROCS [tools/test.py args]
 # (targets are split across processes; metrics are gathered on rank 0).
+#
+# torchrun gives each process one CPU thread; the transductive fit (rank 0, while the others
+# wait) runs with the thread count a one-process run would use (MEDPERSAM_FIT_THREADS), so its
+# floating point, hence the report, is the same as with one process.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+PY=${PYTHON:-"$HERE/../.venv/bin/python"}
+[ -x "$PY" ] || PY=python3
 CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+PROCS=$2
 shift 2
-PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
-python -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$(dirname "$0")/test.py" "$CONFIG" --launcher pytorch "$@"
+export MEDPERSAM_FIT_THREADS=${MEDPERSAM_FIT_THREADS:-$("$PY" -c 'import torch; print(torch.get_num_threads())')}
+PYTHONPATH="$HERE/..":${PYTHONPATH:-} \
+"$PY" -m torch.distributed.run \
+    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
+    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
+    --nproc_per_node="$PROCS" \
+    "$HERE/test.py" "$CONFIG" --launcher pytorch "$@"

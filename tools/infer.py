@@ -1,8 +1,8 @@
-"""Segment your own images from one labelled reference; write masks, panels and volumes.
+r"""Segment your own images from one labelled reference; write masks, panels and volumes.
 
     python tools/infer.py CONFIG --reference ref.png --reference-mask ref_mask.png \
         --images scans/ [more.png vol.nii.gz vol2.nii.gz#42 ...] --out-dir out/ \
-        [--checkpoint FILE] [--resume]
+        [--checkpoint FILE] [--resume | --overwrite]
 
 Only the config's model is used (its dataset part is ignored). Inputs are 2D files
 (PNG/TIFF/JPEG of any depth, DICOM), folders of them, one slice of a NIfTI volume
@@ -18,14 +18,20 @@ Written to ``--out-dir``, each target as soon as it is segmented:
   after each refinement step;
 * ``volumes/<volume>_seg.nii.gz`` for a volume input: one label volume with the input's shape
   and affine (its reference slice holds the reference labels);
-* ``summary.json``: every target, its outputs and foreground pixels, and what was skipped.
+* ``summary.json``: every target, its outputs and foreground pixels, and what was skipped;
+* ``manifest.json``: the settings that made them (config and its sha256, reference, checkpoint,
+  options).
 
-Output names are unique: inputs of the same file name get their folder's name in front.
-``--resume`` keeps the targets already written and segments only the others, ending with the
-same files and summary as one uninterrupted run.
+Every file is written to a temporary name and renamed into place; the out-dir is checked to be
+writable before any work. Output names are unique: inputs (files or volumes) of the same file
+name get their folders' names in front. ``--resume`` keeps the targets already written (each
+mask checked: readable, the target's size, with its panel; a damaged one is redone) and
+segments the others, ending with the same files and summary as one uninterrupted run; it is
+refused (exit 4) when ``manifest.json`` records other settings (``--overwrite`` redoes all).
 
 Exit codes: 0 done; 2 checkpoint problem; 3 input problem (some inputs unreadable: the others
-are written; no input at all; a bad reference); 4 a setting cannot be used.
+are written; no input at all; a bad reference); 4 a setting cannot be used; 5 an output cannot
+be written; 130 interrupted (finished targets are kept).
 """
 import argparse
 import json
@@ -41,10 +47,19 @@ import cv2
 import numpy as np
 
 from mmseg_medpersam.apis import OneShotInferencer, run_tool
-from mmseg_medpersam.datasets.io import OneShotDataError, is_nifti, volume_shape
-from mmseg_medpersam.utils.cli import EXIT_INPUT, ConfigOptionsAction
-from mmseg_medpersam.utils.naming import IMAGE_SUFFIXES, file_stem
+from mmseg_medpersam.datasets.io import OneShotDataError, check_volume_data, is_nifti
+from mmseg_medpersam.utils.atomic import (
+    atomic_write_bytes,
+    atomic_write_png,
+    atomic_write_text,
+    check_writable_dir,
+)
+from mmseg_medpersam.utils.cli import EXIT_INPUT, ConfigError, ConfigOptionsAction
+from mmseg_medpersam.utils.naming import IMAGE_SUFFIXES, unique_names
 from mmseg_medpersam.visualization import target_panel
+
+#: The settings of the run that wrote an out-dir (``--resume`` checks them).
+MANIFEST = 'manifest.json'
 
 
 @dataclass
@@ -67,6 +82,7 @@ class Plan:
 
     targets: List[Target] = field(default_factory=list)
     volumes: Dict[str, Tuple[int, ...]] = field(default_factory=dict)  # path -> shape
+    names: Dict[str, str] = field(default_factory=dict)  # input path -> unique output name
     failed: List[str] = field(default_factory=list)
 
 
@@ -79,28 +95,6 @@ def split_slice(path: str) -> Tuple[str, Optional[int]]:
         raise OneShotDataError(f'{path}: the slice after # must be a whole number >= 0, '
                                f'got {index!r}.')
     return file, int(index)
-
-
-def unique_names(paths: List[str]) -> Dict[str, str]:
-    """A distinct output name per input path: the file stem, with as many parent folders in
-    front (joined by '_') as it takes to tell inputs of the same file name apart."""
-    names: Dict[str, str] = {}
-    depth = {p: 0 for p in paths}
-    while True:
-        for p in paths:
-            parts = osp.normpath(osp.abspath(p)).split(os.sep)
-            parents = [q for q in parts[-1 - depth[p]:-1] if q]
-            names[p] = '_'.join(parents + [file_stem(p)])
-        clash = {n for n in names.values() if list(names.values()).count(n) > 1}
-        if not clash:
-            return names
-        grown = False
-        for p in paths:
-            if names[p] in clash and depth[p] < len(osp.abspath(p).split(os.sep)) - 2:
-                depth[p] += 1
-                grown = True
-        if not grown:  # identical paths cannot clash here: inputs are de-duplicated
-            return names
 
 
 def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int]]) -> Plan:
@@ -129,12 +123,12 @@ def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int
         if key not in seen:
             seen.add(key)
             unique.append((path, index))
-    names = unique_names(sorted({p for p, _ in unique}))
+    names = plan.names = unique_names(sorted({p for p, _ in unique}))
     ref_real = (osp.realpath(reference[0]), reference[1])
     for path, index in unique:
         if is_nifti(path) and index is None:
             try:
-                shape = volume_shape(path)
+                shape = check_volume_data(path)
             except OneShotDataError as e:
                 plan.failed.append(str(e))
                 continue
@@ -149,32 +143,70 @@ def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int
     return plan
 
 
-def write_volume(out_dir: str, path: str, shape: Tuple[int, ...], axis: int,
-                 targets: List[Target], reference: Tuple[str, Optional[int]],
-                 ref_labels: Optional[np.ndarray]) -> str:
-    """Assemble a volume's slice masks into one label volume with the input's affine."""
+def write_volume(out_dir: str, path: str, name: str, shape: Tuple[int, ...], axis: int,
+                 slices: Dict[int, np.ndarray]) -> str:
+    """Assemble a volume's slice label maps (class indices) into one label volume with the
+    input's affine, written atomically."""
+    import gzip
+
     import nibabel as nib
     img = nib.load(path)
     labels = np.zeros(shape[:3], np.uint8)
-    for t in targets:
-        if t.volume != path:
-            continue
-        mask = cv2.imread(osp.join(out_dir, 'masks', t.name + '.png'), cv2.IMREAD_UNCHANGED)
-        if mask is None:
-            continue
+    for z, mask in slices.items():
         index = [slice(None)] * 3
-        index[axis] = t.slice_index
+        index[axis] = z
         labels[tuple(index)] = np.flipud(mask).T  # the inverse of the display orientation
-    if ref_labels is not None and osp.realpath(reference[0]) == osp.realpath(path):
-        index = [slice(None)] * 3
-        index[axis] = reference[1]
-        labels[tuple(index)] = np.flipud(ref_labels).T
-    out = osp.join(out_dir, 'volumes', file_stem(path) + '_seg.nii.gz')
-    os.makedirs(osp.dirname(out), exist_ok=True)
+    out = osp.join(out_dir, 'volumes', name + '_seg.nii.gz')
     header = img.header.copy()
     header.set_data_dtype(np.uint8)
-    nib.save(nib.Nifti1Image(labels, img.affine, header), out)
+    data = nib.Nifti1Image(labels, img.affine, header).to_bytes()
+    atomic_write_bytes(out, gzip.compress(data, compresslevel=6))
     return out
+
+
+def read_written_mask(path: str, shape: Tuple[int, int], binary_255: bool
+                      ) -> Optional[np.ndarray]:
+    """A mask written earlier, as class indices, or None if it is missing or damaged (wrong
+    size, unreadable): such a target is segmented again."""
+    if not osp.isfile(path):
+        return None
+    mask = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if mask is None or mask.ndim != 2 or mask.shape != tuple(shape):
+        return None
+    return (mask > 0).astype(np.uint8) if binary_255 else mask
+
+
+def run_manifest(args: argparse.Namespace) -> dict:
+    """What decides the outputs of a run; a resumed run must match it."""
+    import hashlib
+    with open(args.config, 'rb') as f:
+        config_sha = hashlib.sha256(f.read()).hexdigest()
+    return dict(config=osp.abspath(args.config), config_sha256=config_sha,
+                reference=args.reference, reference_mask=args.reference_mask,
+                checkpoint=args.checkpoint, cfg_options=args.cfg_options or {},
+                num_classes=args.num_classes, axis=args.axis, binary_255=args.binary_255)
+
+
+def check_manifest(args: argparse.Namespace, manifest: dict) -> None:
+    """``--resume`` only into an out-dir written by the same settings (else exit 4)."""
+    path = osp.join(args.out_dir, MANIFEST)
+    if not osp.isfile(path):
+        if any(osp.isdir(osp.join(args.out_dir, sub)) and os.listdir(osp.join(args.out_dir, sub))
+               for sub in ('masks', 'panels')):
+            raise ConfigError(f'{args.out_dir}: holds outputs without a {MANIFEST} (written by '
+                              'another tool or version): --resume cannot tell how they were '
+                              'made; use --overwrite or another --out-dir.')
+        return
+    try:
+        with open(path) as f:
+            before = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f'{path}: unreadable ({e}); use --overwrite') from e
+    changed = sorted(k for k in set(before) | set(manifest) if before.get(k) != manifest.get(k))
+    if changed:
+        raise ConfigError(f'{args.out_dir}: written with other settings ({", ".join(changed)} '
+                          'differ): --resume would mix two runs; use --overwrite or another '
+                          '--out-dir.')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -193,8 +225,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
     parser.add_argument('--device', help="e.g. 'cpu' or 'cuda:0' (default: cuda if there is one)")
     parser.add_argument('--binary-255', action='store_true', help='write one class as 0/255')
-    parser.add_argument('--resume', action='store_true',
-                        help='keep the targets already in --out-dir, segment the others')
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--resume', action='store_true',
+                       help='keep the targets already in --out-dir (checked: same settings, '
+                       'readable), segment the others')
+    group.add_argument('--overwrite', action='store_true',
+                       help='segment every target again, replacing what --out-dir holds')
     parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction)
     return parser.parse_args(argv)
 
@@ -204,7 +240,7 @@ def write_target(args: argparse.Namespace, inferencer: OneShotInferencer, target
     """Segment one target; write its mask and panel. Returns its label map."""
     pred = inferencer(target)
     out = pred.labels * 255 if args.binary_255 and args.num_classes == 2 else pred.labels
-    cv2.imwrite(osp.join(args.out_dir, 'masks', t.name + '.png'), out)
+    atomic_write_png(osp.join(args.out_dir, 'masks', t.name + '.png'), out)
     target_panel(osp.join(args.out_dir, 'panels', t.name + '.png'), target.image, pred.labels,
                  prompts=pred.prompts, reference=reference,
                  title=f'{inferencer.method_name} | {t.name}')
@@ -213,6 +249,13 @@ def write_target(args: argparse.Namespace, inferencer: OneShotInferencer, target
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.num_classes < 2:
+        raise ConfigError(f'--num-classes {args.num_classes}: must count the background and at '
+                          'least one class (>= 2).')
+    check_writable_dir(args.out_dir, 'output folder (--out-dir)')
+    manifest = run_manifest(args)
+    if args.resume:
+        check_manifest(args, manifest)
     reference = split_slice(args.reference)
     ref_mask = split_slice(args.reference_mask)
     ref_key = (reference[0], reference[1] if reference[1] is not None else ref_mask[1])
@@ -225,43 +268,59 @@ def run(args: argparse.Namespace) -> int:
         listing = ''.join(f'\n  {m}' for m in plan.failed)
         raise OneShotDataError(f'no image to segment among the inputs.{listing}')
     for sub in ('masks', 'panels'):
-        os.makedirs(osp.join(args.out_dir, sub), exist_ok=True)
-    loaded, usable = [], []
-    for t in plan.targets:
+        check_writable_dir(osp.join(args.out_dir, sub))
+    atomic_write_text(osp.join(args.out_dir, MANIFEST), json.dumps(manifest, indent=2))
+    def load(t: Target):
         try:
-            loaded.append(inferencer.load(t.path, t.slice_index, args.axis))
-            usable.append(t)
+            return inferencer.load(t.path, t.slice_index, args.axis)
         except OneShotDataError as e:
             plan.failed.append(str(e))
             print(f'skipped: {e}', file=sys.stderr)
+            return None
 
-    def done(t: Target) -> bool:
-        return args.resume and all(osp.isfile(osp.join(args.out_dir, sub, t.name + '.png'))
-                                   for sub in ('masks', 'panels'))
+    def earlier(target, t: Target) -> Optional[np.ndarray]:
+        """The mask a resumed run keeps (None: segment it): readable, of the target's size,
+        with its panel."""
+        panel = osp.join(args.out_dir, 'panels', t.name + '.png')
+        if not args.resume or not osp.isfile(panel) or cv2.imread(panel) is None:
+            return None
+        return read_written_mask(osp.join(args.out_dir, 'masks', t.name + '.png'),
+                                 target.image.shape[:2], args.binary_255)
 
-    if inferencer.model.transductive and any(not done(t) for t in usable):
-        inferencer.fit(loaded)
+    # Memory: a transductive method is fitted on every target at once; any other method
+    # streams them, one target in memory at a time.
+    loaded = {}
+    if inferencer.model.transductive:
+        loaded = {i: target for i, t in enumerate(plan.targets)
+                  if (target := load(t)) is not None}
+        if any(earlier(target, plan.targets[i]) is None for i, target in loaded.items()):
+            inferencer.fit(list(loaded.values()))
     ref_view = (ref.image.permute(1, 2, 0).cpu().numpy().astype(np.uint8), ref.labels)
-    summary = []
-    for target, t in zip(loaded, usable):
-        if done(t):
-            labels = cv2.imread(osp.join(args.out_dir, 'masks', t.name + '.png'),
-                                cv2.IMREAD_UNCHANGED)
-            labels = (labels > 0).astype(np.uint8) if args.binary_255 else labels
-        else:
+    summary, volume_slices = [], {path: {} for path in plan.volumes}
+    for i, t in enumerate(plan.targets):
+        target = loaded.pop(i, None) if inferencer.model.transductive else load(t)
+        if target is None:
+            continue
+        labels = earlier(target, t)
+        if labels is None:
             labels = write_target(args, inferencer, target, t, ref_view)
+        if t.volume is not None:
+            volume_slices[t.volume][t.slice_index] = labels
         summary.append(dict(input=t.path, slice=t.slice_index, name=t.name,
                             mask=osp.join('masks', t.name + '.png'),
                             panel=osp.join('panels', t.name + '.png'),
                             foreground_pixels=int((labels > 0).sum())))
     volumes = []
     for path, shape in plan.volumes.items():
-        out = write_volume(args.out_dir, path, shape, args.axis, usable, ref_key, ref.labels)
+        slices = volume_slices[path]
+        if osp.realpath(ref_key[0]) == osp.realpath(path):  # its reference slice: the labels
+            slices[ref_key[1]] = ref.labels
+        out = write_volume(args.out_dir, path, plan.names[path], shape, args.axis, slices)
         volumes.append(dict(input=path, labels=osp.relpath(out, args.out_dir)))
         print(f'{path}: label volume {out}')
-    with open(osp.join(args.out_dir, 'summary.json'), 'w') as f:
-        json.dump(dict(config=args.config, method=inferencer.method_name, targets=summary,
-                       volumes=volumes, skipped=sorted(plan.failed)), f, indent=2)
+    atomic_write_text(osp.join(args.out_dir, 'summary.json'), json.dumps(
+        dict(config=args.config, method=inferencer.method_name, targets=summary,
+             volumes=volumes, skipped=sorted(plan.failed)), indent=2))
     print(f'{len(summary)} targets written to {args.out_dir}')
     if plan.failed:
         print(f'{len(plan.failed)} inputs could not be used:\n  ' + '\n  '.join(plan.failed),

@@ -8,7 +8,9 @@ downloaded once into torch hub's cache).
 
 Exit codes: 0 done; 2 checkpoint problem; 3 input problem (a file named in the message; when
 some targets failed, the others are scored and the metrics file is written first); 4 a setting
-of the config or the command line cannot be used.
+of the config or the command line cannot be used; 5 an output cannot be written (checked before
+any work; a failure later prints the metrics first, keeps the per-image sidecar
+``<report>.per_image.jsonl`` and leaves an earlier report intact); 130 interrupted.
 """
 import argparse
 import json
@@ -27,12 +29,18 @@ from mmseg_medpersam.apis import (  # noqa: E402
     load_config,
     run_tool,
 )
-from mmseg_medpersam.engine import OneShotTargetsFailed  # noqa: E402
-from mmseg_medpersam.utils.cli import EXIT_INPUT, ConfigOptionsAction  # noqa: E402
+from mmseg_medpersam.engine import OneShotTargetsFailed, ReportNotWritten  # noqa: E402
+from mmseg_medpersam.utils.atomic import check_writable_dir, check_writable_file  # noqa: E402
+from mmseg_medpersam.utils.cli import (  # noqa: E402
+    EXIT_CODES_HELP,
+    EXIT_INPUT,
+    ConfigOptionsAction,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Test (and score) a one-shot SAM segmentor')
+    parser = argparse.ArgumentParser(description='Test (and score) a one-shot SAM segmentor',
+                                     epilog=EXIT_CODES_HELP)
     parser.add_argument('config', help='config file')
     parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
     parser.add_argument('--work-dir', help='where logs and visualisations go')
@@ -74,6 +82,17 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def check_outputs(args: argparse.Namespace, cfg: Config) -> None:
+    """Every place the run will write, checked before any work (``WriteError``: exit 5)."""
+    check_writable_dir(cfg.work_dir, 'work folder (--work-dir)')
+    if args.out_metrics:
+        check_writable_file(args.out_metrics, 'metrics report (--out-metrics)')
+    if args.out_masks:
+        check_writable_dir(args.out_masks, 'masks folder (--out-masks)')
+    if args.show_dir:
+        check_writable_dir(args.show_dir, 'panels folder (--show-dir)')
+
+
 def _cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
@@ -95,6 +114,7 @@ def main(argv=None) -> int:
 
     def run() -> int:
         cfg = build_config(args)
+        check_outputs(args, cfg)
         if cfg.launcher == 'pytorch' and not _cuda_available():
             init_cpu_process_group()
         runner = build_test_runner(cfg, args.device)
@@ -103,6 +123,9 @@ def main(argv=None) -> int:
         except OneShotTargetsFailed as e:  # the others were scored: keep their numbers
             print(f'error: {e}', file=sys.stderr)
             metrics, code = e.metrics, EXIT_INPUT
+        except ReportNotWritten as e:  # the numbers first, then the one-line error (exit 5)
+            print(json.dumps(e.metrics, indent=2))
+            raise
         print(json.dumps(metrics, indent=2))
         if args.out_metrics:
             print(f'metrics written to {args.out_metrics}')

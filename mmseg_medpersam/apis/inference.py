@@ -18,10 +18,13 @@ from ..engine.targets import preprocess_targets
 from ..methods.base import HeadResult
 from ..sam.checkpoint import CheckpointError
 from ..segmentors.one_shot_sam import OneShotSAMSegmentor, ReferenceSet
+from ..utils.atomic import WriteError
 from ..utils.cli import (
     EXIT_CHECKPOINT,
     EXIT_CONFIG,
     EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OUTPUT,
     ConfigError,
     config_error_message,
 )
@@ -174,8 +177,8 @@ class OneShotInferencer:
     def load(self, path: str, slice_index: Optional[int] = None, axis: int = 2) -> 'Target':
         """A target image (a 2D file or a volume's slice) with the reference's window."""
         image = load_image(path, slice_index, axis, self.loader.window)
-        return Target(torch.from_numpy(image).permute(2, 0, 1).float().to(self.device),
-                      dict(self._ref_info, img_path=path, slice_index=slice_index), image)
+        return Target(image, dict(self._ref_info, img_path=path, slice_index=slice_index),
+                      self.device)
 
     def fit(self, targets: Sequence['Target']) -> dict:
         """Fit a transductive method once on every target (others: nothing to do)."""
@@ -186,18 +189,23 @@ class OneShotInferencer:
         """Segment one target with the fit (a transductive method not fitted on it is fitted
         on the reference and this target alone)."""
         results = self.model.segment(target.tensor, target.meta)
-        labels = self.model.merge_classes(results, tuple(target.tensor.shape[-2:]))
+        labels = self.model.merge_classes(results, tuple(target.image.shape[:2]))
         return Prediction(labels.numpy().astype(np.uint8), results,
                           {c: self.model.prompt_record(r) for c, r in results.items()})
 
 
 @dataclass
 class Target:
-    """A loaded target: the model's tensor, its metainfo and the RGB image (for panels)."""
+    """A loaded target: its (H, W, 3) uint8 RGB image and metainfo; ``tensor`` is the model's
+    (3, H, W) float view, made when needed (a target is held at a quarter of that size)."""
 
-    tensor: Tensor
-    meta: dict
     image: np.ndarray
+    meta: dict
+    device: torch.device
+
+    @property
+    def tensor(self) -> Tensor:
+        return torch.from_numpy(self.image).permute(2, 0, 1).float().to(self.device)
 
 
 def pipeline_window(cfg: Config):
@@ -211,14 +219,18 @@ def pipeline_window(cfg: Config):
 
 def run_tool(main: Callable[[], int]) -> int:
     """Run a tool's body; its errors as one line on stderr and the documented exit code
-    (2 checkpoint, 3 input, 4 setting)."""
+    (``utils.cli``: 2 checkpoint, 3 input, 4 setting, 5 output, 130 interrupted)."""
     codes = ((ConfigError, EXIT_CONFIG), (CheckpointError, EXIT_CHECKPOINT),
-             (OneShotDataError, EXIT_INPUT))
+             (OneShotDataError, EXIT_INPUT), (WriteError, EXIT_OUTPUT))
     try:
         return main()
     except tuple(c for c, _ in codes) as e:
         print(f'error: {e}', file=sys.stderr)
         return next(code for cls, code in codes if isinstance(e, cls))
+    except KeyboardInterrupt:
+        print('interrupted: what was finished is kept (files written so far are complete)',
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 __all__ = ['OneShotInferencer', 'Prediction', 'Target', 'apply_checkpoint', 'build_model',

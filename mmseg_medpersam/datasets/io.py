@@ -77,6 +77,20 @@ def volume_shape(path: str) -> tuple:
         raise OneShotDataError(f'{path}: cannot read as NIfTI ({type(e).__name__}: {e}).') from e
 
 
+def check_volume_data(path: str) -> tuple:
+    """The voxel shape of a NIfTI volume whose voxel data is all there (a truncated file, or one
+    whose header promises more data than it holds, is an error naming the file)."""
+    shape = volume_shape(path)
+    try:
+        import nibabel as nib
+        data = nib.load(path).dataobj
+        np.asanyarray(data[..., -1:] if len(shape) >= 3 else data)  # the last slice: the end
+    except Exception as e:
+        raise OneShotDataError(f'{path}: its voxel data cannot be read: the file is truncated or '
+                               f'damaged ({type(e).__name__}: {e}).') from e
+    return shape
+
+
 def nifti_slice(path: str, slice_index: Optional[int], axis: int = 2) -> np.ndarray:
     """Slice ``slice_index`` along ``axis`` of a 3D NIfTI volume (a 2D file as is), displayed
     with voxel axes (i, j) as columns and rows, the second axis pointing up."""
@@ -119,6 +133,10 @@ def load_image(path: str, slice_index: Optional[int] = None, axis: int = 2,
         raise OneShotDataError(
             f'{path}: an image of {data.shape[0]}x{data.shape[1]} pixels is too small to '
             f'segment (each side needs at least {MIN_IMAGE_SIDE} pixels).')
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
+        where = '' if slice_index is None else f' (slice {slice_index})'
+        raise OneShotDataError(f'{path}{where}: no pixel has a finite value (all NaN or '
+                               'infinite): nothing to segment.')
     try:
         return to_uint8_rgb(data, window)
     except ValueError as e:
@@ -154,11 +172,29 @@ def normalize_label_map(labels: np.ndarray, num_classes: int, path: str,
     return labels.astype(np.uint8)
 
 
+def _palette_indices(path: str) -> Optional[np.ndarray]:
+    """The indices of a palette (indexed-colour) image, as mmseg reads such masks; None for any
+    other file."""
+    if is_nifti(path) or _is_dicom(path):
+        return None
+    try:
+        from PIL import Image
+        with Image.open(path) as img:
+            return np.array(img) if img.mode == 'P' else None
+    except Exception:  # not an image PIL knows: read_array reports it
+        return None
+
+
 def load_label_map(path: str, num_classes: int, slice_index: Optional[int] = None,
                    axis: int = 2, allow_ignore: bool = True) -> np.ndarray:
-    """An HxW uint8 label map (class indices) from a mask file or a label-volume slice."""
-    return normalize_label_map(read_array(path, slice_index, axis), num_classes, path,
-                               allow_ignore)
+    """An HxW uint8 label map (class indices) from a mask file or a label-volume slice.
+
+    A palette PNG gives its palette indices (as mmseg reads it), not its colours.
+    """
+    labels = _palette_indices(path) if slice_index is None else None
+    if labels is None:
+        labels = read_array(path, slice_index, axis)
+    return normalize_label_map(labels, num_classes, path, allow_ignore)
 
 
 def check_same_size(image: np.ndarray, labels: np.ndarray, img_path: str,

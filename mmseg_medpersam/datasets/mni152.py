@@ -28,6 +28,7 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
+from ..utils.atomic import atomic_write_png, atomic_write_text
 from .io import OneShotDataError
 
 MNI152_COPYRIGHT = """\
@@ -183,17 +184,14 @@ def prepare_mni152(out_dir: str, task: str = 'wm', overwrite: bool = False) -> s
 
     Existing files are kept unless ``overwrite``. A folder holding anything else is refused.
     """
-    import cv2
 
     spec = get_task(task)
     check_writable(out_dir, spec)
     img_dir, mask_dir = osp.join(out_dir, 'images'), osp.join(out_dir, 'masks')
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(mask_dir, exist_ok=True)
-    with open(osp.join(out_dir, TASK_FILE), 'w') as f:
-        f.write(spec.name + '\n')
-    with open(osp.join(out_dir, 'COPYRIGHT.txt'), 'w') as f:
-        f.write(MNI152_COPYRIGHT)
+    atomic_write_text(osp.join(out_dir, TASK_FILE), spec.name + '\n')
+    atomic_write_text(osp.join(out_dir, 'COPYRIGHT.txt'), MNI152_COPYRIGHT)
     todo = [z for z in spec.slices if overwrite or not all(
         osp.isfile(osp.join(d, slice_name(z) + '.png')) for d in (img_dir, mask_dir))]
     if not todo:
@@ -203,8 +201,8 @@ def prepare_mni152(out_dir: str, task: str = 'wm', overwrite: bool = False) -> s
     for z in todo:
         img = np.clip(np.rint(axial_slice(volumes['t1'], z)), 0, 255).astype(np.uint8)
         mask = axial_slice(labels, z).astype(np.uint8)
-        cv2.imwrite(osp.join(img_dir, slice_name(z) + '.png'), img)
-        cv2.imwrite(osp.join(mask_dir, slice_name(z) + '.png'), mask)
+        atomic_write_png(osp.join(img_dir, slice_name(z) + '.png'), img)
+        atomic_write_png(osp.join(mask_dir, slice_name(z) + '.png'), mask)
     return out_dir
 
 

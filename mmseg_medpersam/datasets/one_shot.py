@@ -1,6 +1,7 @@
 """One-shot datasets: a labelled reference plus the images to segment and score."""
 from __future__ import annotations
 
+import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -9,6 +10,7 @@ from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from ..utils.naming import target_names
 from .io import OneShotDataError
 from .mni152 import get_task, is_prepared, prepare_mni152, slice_name
 
@@ -37,7 +39,10 @@ class _OneShotClasses:
 
 
 def _attach_reference(data_list: List[dict], reference: dict, num_classes: int) -> List[dict]:
-    for info in data_list:
+    """Each target gets the reference's paths, the class count and a name unique in the task
+    (``target_name``: output files of targets that share a file name must not collide)."""
+    for info, name in zip(data_list, target_names(data_list)):
+        info['target_name'] = name
         info['ref_img_path'] = reference['img_path']
         info['ref_seg_map_path'] = reference['seg_map_path']
         info['ref_slice_index'] = reference.get('slice_index')
@@ -80,11 +85,25 @@ class OneShotFolderDataset(_OneShotClasses, BaseSegDataset):
         return dict(img_path=osp.join(img_dir, self.reference + self.img_suffix),
                     seg_map_path=osp.join(ann_dir, self.reference + self.seg_map_suffix))
 
+    def _dangling_links(self, img_dir: str) -> List[dict]:
+        """Image links whose target is gone: listed (their load fails and names them), never
+        dropped silently as mmengine's folder scan would."""
+        out = []
+        for name in sorted(os.listdir(img_dir)):
+            path = osp.join(img_dir, name)
+            if name.endswith(self.img_suffix) and osp.islink(path) and not osp.exists(path):
+                stem = name[:-len(self.img_suffix)]
+                out.append(dict(img_path=path, seg_map_path=osp.join(
+                    self.data_prefix['seg_map_path'], stem + self.seg_map_suffix),
+                    label_map=self.label_map, reduce_zero_label=self.reduce_zero_label,
+                    seg_fields=[]))
+        return out
+
     def load_data_list(self) -> List[dict]:
         img_dir = self.data_prefix['img_path']
         if not osp.isdir(img_dir):
             raise OneShotDataError(f'{img_dir}: image folder not found.')
-        data_list = super().load_data_list()
+        data_list = super().load_data_list() + self._dangling_links(img_dir)
         ref = self._resolve_reference()
         for key in ('img_path', 'seg_map_path'):
             if not osp.isfile(ref[key]):

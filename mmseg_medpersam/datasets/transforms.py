@@ -17,7 +17,8 @@ from .io import OneShotDataError, check_same_size, load_image, load_label_map, l
 ONE_SHOT_META_KEYS = ('img_path', 'sample_idx', 'ori_shape', 'img_shape', 'pad_shape',
                       'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
                       'slice_index', 'axis', 'num_classes', 'ref_img_path',
-                      'ref_seg_map_path', 'ref_slice_index', 'ref_img', 'ref_seg_map')
+                      'ref_seg_map_path', 'ref_slice_index', 'ref_img', 'ref_seg_map',
+                      'target_name')
 
 
 @TRANSFORMS.register_module()

@@ -32,6 +32,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from ..utils.atomic import atomic_write_png, atomic_write_text
 from .io import OneShotDataError
 from .mni152 import MNI152_COPYRIGHT, axial_slice, get_task, load_template, slice_name
 
@@ -129,7 +130,6 @@ def variation_task_name(structure: str, severity: float) -> str:
 def prepare_variation(out_dir: str, structure: str = 'ventricles', severity: float = 1.0,
                       seed: int = 0, variation: Variation = Variation()) -> str:
     """Write the task: the undeformed reference slice and every other slice deformed."""
-    import cv2
     spec = get_task(structure)
     if severity < 0:
         raise OneShotDataError(f'severity must be >= 0, got {severity}')
@@ -147,12 +147,10 @@ def prepare_variation(out_dir: str, structure: str = 'ventricles', severity: flo
     for sub in ('images', 'masks'):
         os.makedirs(osp.join(out_dir, sub), exist_ok=True)
     for z, img, mask, _ in variation_slices(structure, severity, seed, variation):
-        cv2.imwrite(osp.join(out_dir, 'images', slice_name(z) + '.png'), img)
-        cv2.imwrite(osp.join(out_dir, 'masks', slice_name(z) + '.png'), mask)
-    with open(osp.join(out_dir, 'COPYRIGHT.txt'), 'w') as f:
-        f.write(MNI152_COPYRIGHT)
-    with open(marker_path, 'w') as f:
-        f.write(marker + '\n')
+        atomic_write_png(osp.join(out_dir, 'images', slice_name(z) + '.png'), img)
+        atomic_write_png(osp.join(out_dir, 'masks', slice_name(z) + '.png'), mask)
+    atomic_write_text(osp.join(out_dir, 'COPYRIGHT.txt'), MNI152_COPYRIGHT)
+    atomic_write_text(marker_path, marker + '\n')
     return out_dir
 
 

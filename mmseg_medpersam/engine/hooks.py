@@ -1,17 +1,16 @@
 """Test-time hooks: write each prediction, or a panel of it, as it is made."""
 from __future__ import annotations
 
-import os
 import os.path as osp
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 from mmengine.hooks import Hook
 from mmseg.engine.hooks import SegVisualizationHook
 from mmseg.registry import HOOKS
 
 from ..datasets.io import IGNORE_INDEX
+from ..utils.atomic import atomic_write_png, check_writable_dir
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import prediction_name
 
@@ -25,7 +24,7 @@ class _OutputDirHook(Hook):
         self.out_dir = out_dir
 
     def before_test(self, runner) -> None:
-        os.makedirs(self.out_dir, exist_ok=True)
+        check_writable_dir(self.out_dir)
 
 
 @HOOKS.register_module()
@@ -40,8 +39,8 @@ class SaveMasksHook(_OutputDirHook):
                         outputs: Optional[Sequence] = None) -> None:
         for sample in outputs or []:
             labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-            cv2.imwrite(osp.join(self.out_dir, prediction_name(sample.metainfo) + '.png'),
-                        labels)
+            atomic_write_png(osp.join(self.out_dir, prediction_name(sample.metainfo) + '.png'),
+                             labels)
 
 
 @HOOKS.register_module()

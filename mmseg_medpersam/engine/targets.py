@@ -1,4 +1,9 @@
-"""A dataset's targets as the model sees them (the test loop's, the fit's and the tools')."""
+"""A dataset's targets as the model sees them (the fit's and the tools'), without their labels.
+
+The targets of a transductive fit are loaded by the dataset's pipeline minus its annotation
+loader: the fit never depends on a label file (an unreadable ground truth skips that target's
+score, not its place in the fit).
+"""
 from __future__ import annotations
 
 from typing import Callable, List, Optional, Tuple
@@ -6,6 +11,16 @@ from typing import Callable, List, Optional, Tuple
 from torch import Tensor
 
 from ..datasets.io import OneShotDataError
+from ..datasets.transforms import LoadOneShotAnnotations
+
+
+def unlabeled_sample(dataset, index: int) -> dict:
+    """Sample ``index`` of ``dataset`` through its pipeline without ``LoadOneShotAnnotations``."""
+    results = dataset.get_data_info(index)
+    for transform in dataset.pipeline.transforms:
+        if not isinstance(transform, LoadOneShotAnnotations):
+            results = transform(results)
+    return results
 
 
 def preprocess_targets(dataset, model, collate: Callable, count: Optional[int] = None,
@@ -16,7 +31,7 @@ def preprocess_targets(dataset, model, collate: Callable, count: Optional[int] =
     images, metas = [], []
     for i in range(len(dataset) if count is None else min(count, len(dataset))):
         try:
-            batch = collate([dataset[i]])
+            batch = collate([unlabeled_sample(dataset, i)])
         except OneShotDataError as e:
             if failures is None:
                 raise
@@ -30,4 +45,4 @@ def preprocess_targets(dataset, model, collate: Callable, count: Optional[int] =
     return images, metas
 
 
-__all__ = ['preprocess_targets']
+__all__ = ['preprocess_targets', 'unlabeled_sample']

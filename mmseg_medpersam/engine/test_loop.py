@@ -13,9 +13,12 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import os.path as osp
 import time
+from contextlib import contextmanager
 from typing import List, Optional
 
 import torch
@@ -23,11 +26,15 @@ from mmengine.dist import all_gather_object, broadcast_object_list, get_rank, ge
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop
+from mmengine.runner.amp import autocast
 from mmseg.registry import LOOPS
 
-from ..datasets.io import OneShotDataError
+from ..datasets.io import IGNORE_INDEX, OneShotDataError
 from ..datasets.transforms import LoadOneShotImage
 from ..evaluation.report import write_report
+from ..utils.atomic import WriteError, atomic_write_text, check_writable_file
+from ..utils.masks import mean_foreground_dice
+from ..utils.naming import image_name, prediction_name
 from .hooks import SaveMasksHook
 from .targets import preprocess_targets
 
@@ -36,6 +43,43 @@ class OneShotTargetsFailed(OneShotDataError):
     """Some targets could not be segmented; ``metrics`` covers the others."""
 
     metrics: dict = {}
+
+
+class ReportNotWritten(WriteError):
+    """The report could not be written; ``metrics`` holds what it would have said (printed
+    already, and every target's entry is in the per-image sidecar)."""
+
+    metrics: dict = {}
+
+
+@contextmanager
+def fit_threads():
+    """Run the fit with ``MEDPERSAM_FIT_THREADS`` CPU threads when set (``dist_test.sh`` sets
+    what a one-process run uses: the fit's floating point depends on the thread count)."""
+    threads = int(os.environ.get('MEDPERSAM_FIT_THREADS') or 0)
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def one_line(err: BaseException) -> str:
+    """An error's own message, also when a dataloader worker re-raised it (torch then wraps it
+    in 'Caught ... in DataLoader worker process N' and the worker's traceback)."""
+    text = str(err)
+    if 'Original Traceback' in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(': ', 1)[1] if ': ' in last else last
+    return text
+
+
+def sidecar_path(out_file: str, rank: int = 0, world_size: int = 1) -> str:
+    """The per-image JSON-lines file beside a report (one per process in a multi-process run)."""
+    stem = osp.splitext(out_file)[0]
+    return f'{stem}.per_image.jsonl' if world_size == 1 else f'{stem}.per_image.rank{rank}.jsonl'
 
 
 @LOOPS.register_module()
@@ -50,6 +94,39 @@ class OneShotTestLoop(TestLoop):
                  out_file: Optional[str] = None) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         self.out_file = out_file
+        self._per_image: List[str] = []  # the sidecar's lines so far
+        self._sidecar_failed = False
+
+    @torch.no_grad()
+    def run_iter(self, idx, data_batch) -> None:
+        """mmengine's step (predict, evaluate, hooks), then the target's line of the sidecar."""
+        self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
+        with autocast(enabled=self.fp16):
+            outputs = self.runner.model.test_step(data_batch)
+        self.evaluator.process(data_samples=outputs, data_batch=data_batch)
+        self.runner.call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch,
+                              outputs=outputs)
+        if self.out_file:
+            self._write_sidecar(outputs)
+
+    def _write_sidecar(self, outputs) -> None:
+        """Every finished target so far, one JSON line each, rewritten atomically: a run that
+        dies later (or whose report cannot be written) keeps every score it computed."""
+        for sample in outputs:
+            gt = sample.gt_sem_seg.data[0].cpu().numpy() if 'gt_sem_seg' in sample else None
+            pred = sample.pred_sem_seg.data[0].cpu().numpy()
+            score = mean_foreground_dice(pred, gt, IGNORE_INDEX) if gt is not None else None
+            self._per_image.append(json.dumps(dict(
+                img=image_name(sample.metainfo), name=prediction_name(sample.metainfo),
+                dice=score, seconds=sample.metainfo.get('predict_seconds'))))
+        try:
+            atomic_write_text(sidecar_path(self.out_file, get_rank(), get_world_size()),
+                              '\n'.join(self._per_image) + '\n')
+        except WriteError as e:  # a safety net only: the run goes on, the report says more
+            if not self._sidecar_failed:
+                print_log(f'{e}; the run goes on (the report is written at the end)',
+                          logger='current', level=logging.WARNING)
+            self._sidecar_failed = True
 
     @property
     def model(self):
@@ -81,8 +158,9 @@ class OneShotTestLoop(TestLoop):
             except StopIteration:
                 return
             except OneShotDataError as e:
-                failures.append(str(e))
-                print_log(f'skipped a target: {e}', logger='current', level=logging.ERROR)
+                failures.append(one_line(e))
+                print_log(f'skipped a target: {one_line(e)}', logger='current',
+                          level=logging.ERROR)
 
     def all_targets(self, failures: List[str]):
         """Every target of the dataset (not only this rank's shard), preprocessed."""
@@ -102,8 +180,9 @@ class OneShotTestLoop(TestLoop):
             images, metas = self.all_targets(failures)
             if images:
                 start = time.perf_counter()
-                log = dict(references=self.model.fit(images, metas),
-                           seconds=round(time.perf_counter() - start, 2))
+                with fit_threads():
+                    log = dict(references=self.model.fit(images, metas),
+                               seconds=round(time.perf_counter() - start, 2))
         if get_world_size() > 1:
             shared = [self.model.fit_states, log]
             broadcast_object_list(shared, src=0)
@@ -112,6 +191,9 @@ class OneShotTestLoop(TestLoop):
 
     def run(self) -> dict:
         start = time.perf_counter()
+        if self.out_file:  # before any work: a report that cannot be written is known now
+            check_writable_file(self.out_file, 'metrics report')
+        self._per_image, self._sidecar_failed = [], False
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
@@ -141,8 +223,17 @@ class OneShotTestLoop(TestLoop):
                        masks_dir=next((h.out_dir for h in self.runner.hooks
                                        if isinstance(h, SaveMasksHook)), None),
                        wall_seconds=round(time.perf_counter() - start, 2))
-            write_report(self.out_file, metrics, details, skipped=failures,
-                         transductive=fit_log, run=run)
+            print_log('metrics: ' + ', '.join(f'{k} {v}' for k, v in metrics.items()),
+                      logger='current')  # before any file: a failed write loses nothing
+            try:
+                write_report(self.out_file, metrics, details, skipped=failures,
+                             transductive=fit_log, run=run)
+            except WriteError as e:
+                kept = ('' if self._sidecar_failed else '; every target\'s score is in '
+                        + sidecar_path(self.out_file, get_rank(), get_world_size()))
+                error = ReportNotWritten(f'{e} (the metrics are printed above{kept})')
+                error.metrics = metrics
+                raise error from e
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         self.runner.call_hook('after_test')
         if failures:
@@ -166,4 +257,5 @@ def device_name(model: torch.nn.Module) -> str:
     return f'CPU ({os.cpu_count()} cores)'
 
 
-__all__ = ['OneShotTestLoop', 'OneShotTargetsFailed', 'device_name']
+__all__ = ['OneShotTestLoop', 'OneShotTargetsFailed', 'ReportNotWritten', 'device_name',
+           'sidecar_path']

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os.path as osp
 from typing import Optional, Sequence, Union
 
-import cv2
 import numpy as np
 from mmengine.evaluator import Evaluator
 from mmengine.registry import EVALUATOR
 
-from ..utils.atomic import WriteError, atomic_write_bytes
+from ..utils.atomic import atomic_write_png
 from ..utils.naming import prediction_name
 
 
@@ -39,11 +38,8 @@ class OneShotEvaluator(Evaluator):
         if self.output_dir:
             for sample in data_samples:
                 labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-                path = osp.join(self.output_dir, prediction_name(sample.metainfo) + '.png')
-                ok, encoded = cv2.imencode('.png', labels)
-                if not ok:
-                    raise WriteError(f'{path}: cannot encode the label map as PNG')
-                atomic_write_bytes(path, encoded.tobytes())
+                atomic_write_png(osp.join(self.output_dir,
+                                          prediction_name(sample.metainfo) + '.png'), labels)
         super().process(data_samples, data_batch)
 
 

@@ -1,4 +1,4 @@
-"""The metrics report of a run: one JSON file, written once, by the test loop.
+"""The metrics report of a run: one JSON file, written once (atomically), by the test loop.
 
 Layout: ``mDice``, ``mDice_std``, ``mIoU`` (percent), ``per_class``, ``per_image`` (Dice and
 IoU in [0, 1], seconds: the target's encoder time plus the method's time, the same rule for
@@ -10,12 +10,11 @@ reference the method's log, e.g. Med-PerSAM's retraining rounds and pseudo-label
 from __future__ import annotations
 
 import json
-import os
-import os.path as osp
 from typing import List, Optional
 
 import numpy as np
 
+from ..utils.atomic import atomic_write_text
 from .dice_metric import METRIC_PREFIX
 
 
@@ -49,10 +48,7 @@ def write_report(path: str, metrics: dict, details: dict, skipped: List[str],
     if transductive is not None:
         out['transductive'] = transductive
     out['run'] = run
-    if osp.dirname(path):
-        os.makedirs(osp.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(finite(out), f, indent=2, allow_nan=False)
+    atomic_write_text(path, json.dumps(finite(out), indent=2, allow_nan=False))
 
 
 __all__ = ['write_report', 'finite']

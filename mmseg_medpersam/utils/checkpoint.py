@@ -47,10 +47,22 @@ def unreachable_reason(url: str, timeout: float = 5.0) -> Optional[str]:
         return f'{type(e).__name__}: {e}'
 
 
-def _reason(err: BaseException) -> str:
+def _looks_like_torch_file(path: str) -> bool:
+    """Whether a file starts as ``torch.save`` writes (a zip archive, or a legacy pickle)."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head == b'PK' or head[:1] == b'\x80'
+
+
+def _reason(err: BaseException, path: Optional[str] = None) -> str:
     """A one-line reason for a failed ``torch.load``, without PyTorch's advice to unpickle
     arbitrary objects (never follow it for a file of unknown origin)."""
     text = str(err)
+    if path is not None and not _looks_like_torch_file(path):
+        return 'it is not a PyTorch checkpoint: the file is damaged or of another kind'
     if 'weights_only' in text or 'Weights only load failed' in text:
         return ('it is not a plain file of tensors (it holds Python objects that are not '
                 'loaded, for safety)')
@@ -67,7 +79,8 @@ def read_file(path: str, what: str) -> object:
     try:
         return CheckpointLoader.load_checkpoint(local, map_location='cpu')
     except Exception as e:
-        raise CheckpointError(f'{path}: cannot read as a PyTorch {what} ({_reason(e)}).') from e
+        raise CheckpointError(f'{path}: cannot read as a PyTorch {what} '
+                              f'({_reason(e, local)}).') from e
 
 
 def unwrap_state_dict(obj: object, path: str, what: str,

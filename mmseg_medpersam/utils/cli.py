@@ -39,8 +39,14 @@ def config_error_message(err: BaseException) -> str:
     return re.sub(r'(class `[^`]+` in [^:]+: )+', '', text)
 
 
-#: Exit codes of the tools.
-EXIT_OK, EXIT_CHECKPOINT, EXIT_INPUT, EXIT_CONFIG = 0, 2, 3, 4
+#: Exit codes of the tools: 2 checkpoint, 3 input, 4 setting, 5 an output cannot be written,
+#: 130 interrupted (Ctrl-C; what was finished is kept).
+EXIT_OK, EXIT_CHECKPOINT, EXIT_INPUT, EXIT_CONFIG, EXIT_OUTPUT, EXIT_INTERRUPTED = (
+    0, 2, 3, 4, 5, 130)
+EXIT_CODES_HELP = ('Exit codes: 0 done; 2 checkpoint problem; 3 input problem; 4 a setting '
+                   'cannot be used; 5 an output cannot be written; 130 interrupted (what was '
+                   'finished is kept).')
 
 __all__ = ['ConfigOptionsAction', 'ConfigError', 'config_error_message', 'EXIT_OK',
-           'EXIT_CHECKPOINT', 'EXIT_INPUT', 'EXIT_CONFIG']
+           'EXIT_CHECKPOINT', 'EXIT_INPUT', 'EXIT_CONFIG', 'EXIT_OUTPUT', 'EXIT_INTERRUPTED',
+           'EXIT_CODES_HELP']

@@ -1,7 +1,9 @@
 """How images are named: cache and report keys, output file stems (one copy of each rule)."""
 from __future__ import annotations
 
+import os
 import os.path as osp
+from typing import Dict, List
 
 #: File suffixes of images the plugin reads (longest first, so ``.nii.gz`` wins over ``.gz``).
 IMAGE_SUFFIXES = ('.nii.gz', '.nii', '.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.dcm')
@@ -30,11 +32,50 @@ def image_name(metainfo: dict) -> str:
     return name if index is None else f'{name}#{index}'
 
 
+def unique_names(paths: List[str]) -> Dict[str, str]:
+    """A distinct output name per input path: the file stem, with as many parent folders in
+    front (joined by '_') as it takes to tell inputs of the same file name apart."""
+    names: Dict[str, str] = {}
+    depth = {p: 0 for p in paths}
+    while True:
+        for p in paths:
+            parts = osp.normpath(osp.abspath(p)).split(os.sep)
+            parents = [q for q in parts[-1 - depth[p]:-1] if q]
+            names[p] = '_'.join(parents + [file_stem(p)])
+        clash = {n for n in names.values() if list(names.values()).count(n) > 1}
+        if not clash:
+            return names
+        grown = False
+        for p in paths:
+            if names[p] in clash and depth[p] < len(osp.abspath(p).split(os.sep)) - 2:
+                depth[p] += 1
+                grown = True
+        if not grown:  # identical paths cannot clash here: inputs are de-duplicated
+            return names
+
+
+def target_names(infos: List[dict]) -> List[str]:
+    """A distinct output name per target of a dataset: ``unique_names`` of the files, and
+    ``_0042`` for slice 42 of a volume (``case1/imaging.nii.gz`` and ``case2/imaging.nii.gz``
+    give ``case1_imaging_0042`` and ``case2_imaging_0042``)."""
+    names = unique_names(sorted({osp.realpath(i['img_path']) for i in infos}))
+    out = []
+    for info in infos:
+        name = names[osp.realpath(info['img_path'])]
+        index = info.get('slice_index')
+        out.append(name if index is None else f'{name}_{int(index):04d}')
+    return out
+
+
 def prediction_name(metainfo: dict) -> str:
-    """A file stem for a target: its image's name, and ``_0042`` for slice 42 of a volume."""
+    """A file stem for a target: the dataset's unique ``target_name`` when it set one, else its
+    image's name, and ``_0042`` for slice 42 of a volume."""
+    if metainfo.get('target_name'):
+        return metainfo['target_name']
     name = file_stem(metainfo.get('img_path', 'image'))
     index = metainfo.get('slice_index')
     return name if index is None else f'{name}_{int(index):04d}'
 
 
-__all__ = ['IMAGE_SUFFIXES', 'file_stem', 'sample_key', 'image_name', 'prediction_name']
+__all__ = ['IMAGE_SUFFIXES', 'file_stem', 'sample_key', 'image_name', 'unique_names',
+           'target_names', 'prediction_name']

@@ -30,6 +30,9 @@ NEGATIVE_COLOUR = '#ff0000'
 BOX_COLOUR = '#4da6ff'
 #: Every panel image is drawn at least this many pixels on its longest side.
 MIN_DRAWN_SIDE = 384
+#: Cells are drawn at most this many pixels on their longer side: a panel of a huge image
+#: stays small in memory and on disk (the picture is a view, the mask file has every pixel).
+MAX_DRAWN_SIDE = 1024
 
 
 def class_colour(c: int) -> str:
@@ -91,7 +94,7 @@ def save_figure(fig: Figure, path: str) -> None:
 
 def _figure(cols: int, rows: int, shape: Sequence[int], extra_height: float = 0.9):
     h, w = shape[:2]
-    scale = max(1.0, MIN_DRAWN_SIDE / max(h, w))
+    scale = min(max(1.0, MIN_DRAWN_SIDE / max(h, w)), MAX_DRAWN_SIDE / max(h, w))
     dpi = 100
     # constrained layout packs the cells (titles and the legend below them) without margins
     fig = Figure(layout='constrained', dpi=dpi,

@@ -115,6 +115,7 @@ class MedPerSAMHead(BaseOneShotHead):
         check_number(name, 'pseudo_min_dice', pseudo_min_dice, minimum=0, maximum=1)
         check_number(name, 'min_sam_agreement', min_sam_agreement, minimum=0, maximum=1)
         self.warping_cfg = dict(warping or dict(type='WarpingModel'))
+        MODELS.build(dict(self.warping_cfg))  # a bad warping setting fails now, before any work
         self.prompt_generators = torch.nn.ModuleList(
             [MODELS.build(dict(cfg)) for cfg in prompt_generators])
         self.use_sam = use_sam

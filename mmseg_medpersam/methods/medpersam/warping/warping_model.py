@@ -176,6 +176,10 @@ class WarpingModel(nn.Module):
         check_number(name, 'min_lr_ratio', min_lr_ratio, minimum=0, maximum=1)
         self.flow_net = MODELS.build(dict(dict(type='FlowUNet'), **(flow_net or {})))
         self.flow_net.to(memory_format=torch.channels_last)
+        try:  # the optimizer's own checks (lr, betas, ...) now, not when a fit starts
+            self._make_optimizer()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f'{name}: optimizer {self.optimizer_cfg}: {e}') from e
         self.work_size = None if work_size is None else size2(work_size)
         self.work_long_side = int(work_long_side)
         self.min_lr_ratio = float(min_lr_ratio)
