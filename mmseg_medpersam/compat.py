@@ -10,6 +10,7 @@ With full mmcv installed this is a no-op. It must run before anything imports ``
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os.path as osp
 import sys
 import types
@@ -71,6 +72,11 @@ def ensure_mmcv_ops() -> bool:
 
     Returns True when the stand-in is (now) in use, False when real mmcv ops are present.
     """
+    if importlib.util.find_spec('mmcv') is None:
+        raise ImportError(
+            'mmseg-medpersam needs mmcv, which is not installed: pip install '
+            '"mmseg-medpersam[lite]" (mmcv-lite, pure Python, enough for this plugin) or a full, '
+            'compiled mmcv>=2.0,<2.2 (e.g. with mim install mmcv).')
     if has_compiled_mmcv_ops():
         return False
     if 'mmcv.ops' not in sys.modules:

@@ -35,13 +35,35 @@ from typing import Callable, Dict, List
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='the config to time')
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--checkpoint', help='SAM weights for the config')
+    group.add_argument('--random-weights', action='store_true',
+                       help='save and load a random model of the arch (speed only)')
+    parser.add_argument('--device', help="'cpu' or 'cuda' (default: cuda if there is one)")
+    parser.add_argument('--images', type=int, default=8, help='targets to time')
+    parser.add_argument('--repeats', type=int, default=3, help='timed passes (median)')
+    parser.add_argument('--batch-size', type=int, default=1, help='images per encoder call')
+    parser.add_argument('--compare-official', action='store_true',
+                        help="also time the reference implementation's encoder")
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help="override the config's entries")
+    parser.add_argument('--json', help='also write the numbers here')
+    return parser.parse_args(argv)
+
+
+if __name__ == '__main__' and {'-h', '--help'} & set(sys.argv[1:]):
+    parse_args()  # prints the help and exits before the heavy imports below
+
 import torch
 
 import mmseg_medpersam  # noqa: F401  (registers modules; mmcv-lite compat first)
 from mmseg_medpersam.apis import build_model, check_device, dataset_targets, load_config, run_tool
 from mmseg_medpersam.sam import build_sam_model
 from mmseg_medpersam.utils.atomic import atomic_write_text
-from mmseg_medpersam.utils.cli import ConfigOptionsAction
 from mmseg_medpersam.utils.naming import sample_key
 
 
@@ -212,21 +234,8 @@ def print_table(r: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config')
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument('--checkpoint', help='SAM weights for the config')
-    group.add_argument('--random-weights', action='store_true',
-                       help='save and load a random model of the arch (speed only)')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--images', type=int, default=8, help='targets to time')
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--batch-size', type=int, default=1, help='images per encoder call')
-    parser.add_argument('--compare-official', action='store_true')
-    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction)
-    parser.add_argument('--json', help='also write the numbers here')
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
+    args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
 
     def run() -> int:
         result = benchmark(args)

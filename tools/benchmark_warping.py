@@ -20,6 +20,28 @@ import sys
 import time
 from typing import Dict, List
 
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--task', default='wm', help='embedded MNI152 task: wm, ventricles, brain')
+    p.add_argument('--data-root', default=None,
+                   help='task folder (images/, masks/), default data/mni152_<task>; generated '
+                   'from nilearn if missing')
+    p.add_argument('--iters', type=int, default=None, help='fit iterations (model default)')
+    p.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument('--json', default=None, help='also write the results to this file')
+    p.add_argument('--cfg', default='{}',
+                   help='JSON dict of WarpingModel kwargs overriding the defaults')
+    p.add_argument('--seed', type=int, default=0, help='seed of the fit')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch CPU threads (default: torch default)')
+    p.add_argument('--no-tvl1', action='store_true', help='skip the TV-L1 baseline')
+    return p.parse_args()
+
+
+if __name__ == '__main__' and {'-h', '--help'} & set(sys.argv[1:]):
+    parse_args()  # prints the help and exits before the heavy imports below
+
 import cv2
 import numpy as np
 import torch
@@ -33,25 +55,6 @@ ensure_mmcv_ops()  # mmseg_medpersam.datasets imports mmseg.datasets (mmcv-lite)
 from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, is_prepared, prepare_mni152, slice_name  # noqa: E402
 from mmseg_medpersam.methods.medpersam.warping import WarpingModel  # noqa: E402
 from mmseg_medpersam.utils.masks import dice
-
-
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--task', default='wm', choices=sorted(MNI152_TASKS),
-                   help='embedded MNI152 task')
-    p.add_argument('--data-root', default=None,
-                   help='task folder (images/, masks/), default data/mni152_<task>; generated '
-                   'from nilearn if missing')
-    p.add_argument('--iters', type=int, default=None, help='fit iterations (model default)')
-    p.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:1', ...")
-    p.add_argument('--json', default=None, help='also write the results to this file')
-    p.add_argument('--cfg', default='{}',
-                   help='JSON dict of WarpingModel kwargs overriding the defaults')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=None,
-                   help='torch CPU threads (default: torch default)')
-    p.add_argument('--no-tvl1', action='store_true', help='skip the TV-L1 baseline')
-    return p.parse_args()
 
 
 def load_task(root: str, task: str) -> Dict[int, tuple]:

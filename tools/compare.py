@@ -1,4 +1,4 @@
-"""Compare methods: one table, and optionally a method-by-target grid and a Dice plot.
+r"""Compare methods: one table, and optionally a method-by-target grid and a Dice plot.
 
     python tools/compare.py configs/persam/persam_sam-tiny_mni152-wm.py \
         configs/medpersam/warp-only_mni152-wm.py work_dirs/old_run.json \
@@ -101,14 +101,6 @@ def choose_targets(reports: List[dict], labels: List[str], how: str, count: int)
     return [n for _, n in ranked[:count]]
 
 
-def parse_options(options: List[str]) -> dict:
-    """``k=v`` strings as ``tools/test.py`` reads them (spaces in paths kept)."""
-    from mmseg_medpersam.utils.cli import ConfigOptionsAction
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--o', nargs='+', action=ConfigOptionsAction, default={})
-    return parser.parse_args(['--o'] + list(options)).o if options else {}
-
-
 def load_targets(config: str, names: List[str], options: dict) -> Tuple[dict, dict]:
     """Images and ground-truth label maps of the named targets, from the config's dataset."""
     from mmseg.registry import DATASETS
@@ -204,7 +196,7 @@ def main(argv=None) -> int:
         atomic_write_text(args.out, table + '\n')
     if reports and args.figure:
         draw_grid(args.figure, reports, labels, args.targets, args.num_targets, task_config,
-                  parse_options(args.cfg_options))
+                  args.cfg_options)
     if reports and args.plot:
         from mmseg_medpersam.visualization import dice_plot
         per_image = {lab: [e['dice'] for e in r['per_image']] for r, lab in zip(reports, labels)}

@@ -43,19 +43,61 @@ from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='the method: a config file of configs/')
+    parser.add_argument('--reference', required=True, help='reference image (file or vol#slice)')
+    parser.add_argument('--reference-mask', required=True,
+                        help='its label map (file, or the label volume: lab.nii.gz#slice)')
+    parser.add_argument('--images', nargs='+', required=True,
+                        help='images, folders, volume slices (vol.nii.gz#42) or volumes')
+    parser.add_argument('--out-dir', required=True,
+                        help='masks/, panels/, volumes/, summary.json and manifest.json go here')
+    parser.add_argument('--num-classes', type=int, default=2, help='including background')
+    parser.add_argument('--axis', type=int, default=2, choices=(0, 1, 2),
+                        help='slicing axis of NIfTI volumes, in their canonical RAS '
+                        'orientation (2: axial, whatever the stored orientation)')
+    parser.add_argument('--window', metavar='LOW,HIGH',
+                        help='intensity window for non-8-bit images, e.g. -160,240 for a CT '
+                        "abdomen (default: the config's, else percentiles over each volume or "
+                        'image)')
+    parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
+    parser.add_argument('--device', help="e.g. 'cpu' or 'cuda:0' (default: cuda if there is one)")
+    parser.add_argument('--binary-255', action='store_true', help='write one class as 0/255')
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--resume', action='store_true',
+                       help='keep the targets already in --out-dir (checked: same settings, '
+                       'readable), segment the others')
+    group.add_argument('--overwrite', action='store_true',
+                       help='segment every target again, replacing what --out-dir holds')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help="override the config's entries, e.g. model.head.num_iters=1")
+    return parser.parse_args(argv)
+
+
+if __name__ == '__main__' and {'-h', '--help'} & set(sys.argv[1:]):
+    parse_args()  # prints the help and exits before the heavy imports below
+
 import cv2
 import numpy as np
 
 from mmseg_medpersam.apis import OneShotInferencer, run_tool
-from mmseg_medpersam.datasets.io import OneShotDataError, check_volume_data, is_nifti
+from mmseg_medpersam.datasets.io import (
+    OneShotDataError,
+    check_volume_data,
+    is_nifti,
+    to_stored_orientation,
+)
 from mmseg_medpersam.utils.atomic import (
     atomic_write_bytes,
     atomic_write_png,
     atomic_write_text,
     check_writable_dir,
 )
-from mmseg_medpersam.utils.cli import EXIT_INPUT, ConfigError, ConfigOptionsAction
+from mmseg_medpersam.utils.cli import EXIT_INPUT, ConfigError
 from mmseg_medpersam.utils.naming import IMAGE_SUFFIXES, unique_names
+from mmseg_medpersam.utils.progress import track
 from mmseg_medpersam.visualization import target_panel
 
 #: The settings of the run that wrote an out-dir (``--resume`` checks them).
@@ -145,13 +187,14 @@ def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int
 
 def write_volume(out_dir: str, path: str, name: str, shape: Tuple[int, ...], axis: int,
                  slices: Dict[int, np.ndarray]) -> str:
-    """Assemble a volume's slice label maps (class indices) into one label volume with the
-    input's affine, written atomically."""
+    """Assemble a volume's slice label maps (class indices, canonical RAS slices) into one
+    label volume on the input's grid: its shape, affine and stored orientation, marked as a
+    label map (NIfTI intent 'label', no intensity calibration), written atomically."""
     import gzip
 
     import nibabel as nib
     img = nib.load(path)
-    labels = np.zeros(shape[:3], np.uint8)
+    labels = np.zeros(shape[:3], np.uint8)  # canonical RAS
     for z, mask in slices.items():
         index = [slice(None)] * 3
         index[axis] = z
@@ -159,7 +202,11 @@ def write_volume(out_dir: str, path: str, name: str, shape: Tuple[int, ...], axi
     out = osp.join(out_dir, 'volumes', name + '_seg.nii.gz')
     header = img.header.copy()
     header.set_data_dtype(np.uint8)
-    data = nib.Nifti1Image(labels, img.affine, header).to_bytes()
+    header.set_intent('label')
+    header.set_slope_inter(1, 0)
+    header['cal_min'], header['cal_max'] = 0, 0
+    header['descrip'] = b'mmseg-medpersam label map'
+    data = nib.Nifti1Image(to_stored_orientation(labels, img), img.affine, header).to_bytes()
     atomic_write_bytes(out, gzip.compress(data, compresslevel=6))
     return out
 
@@ -176,6 +223,19 @@ def read_written_mask(path: str, shape: Tuple[int, int], binary_255: bool
     return (mask > 0).astype(np.uint8) if binary_255 else mask
 
 
+def parse_window(text: Optional[str]) -> Optional[Tuple[float, float]]:
+    """``--window low,high`` -> (low, high); a bad one is a setting error."""
+    if not text:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(','))
+    except ValueError:
+        raise ConfigError(f'--window {text}: expected LOW,HIGH (two numbers), e.g. -160,240')
+    if not high > low:
+        raise ConfigError(f'--window {text}: HIGH must be above LOW')
+    return low, high
+
+
 def run_manifest(args: argparse.Namespace) -> dict:
     """What decides the outputs of a run; a resumed run must match it."""
     import hashlib
@@ -184,7 +244,8 @@ def run_manifest(args: argparse.Namespace) -> dict:
     return dict(config=osp.abspath(args.config), config_sha256=config_sha,
                 reference=args.reference, reference_mask=args.reference_mask,
                 checkpoint=args.checkpoint, cfg_options=args.cfg_options or {},
-                num_classes=args.num_classes, axis=args.axis, binary_255=args.binary_255)
+                num_classes=args.num_classes, axis=args.axis, binary_255=args.binary_255,
+                window=args.window)
 
 
 def check_manifest(args: argparse.Namespace, manifest: dict) -> None:
@@ -207,32 +268,6 @@ def check_manifest(args: argparse.Namespace, manifest: dict) -> None:
         raise ConfigError(f'{args.out_dir}: written with other settings ({", ".join(changed)} '
                           'differ): --resume would mix two runs; use --overwrite or another '
                           '--out-dir.')
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config')
-    parser.add_argument('--reference', required=True, help='reference image (file or vol#slice)')
-    parser.add_argument('--reference-mask', required=True,
-                        help='its label map (file, or the label volume: lab.nii.gz#slice)')
-    parser.add_argument('--images', nargs='+', required=True,
-                        help='images, folders, volume slices (vol.nii.gz#42) or volumes')
-    parser.add_argument('--out-dir', required=True)
-    parser.add_argument('--num-classes', type=int, default=2, help='including background')
-    parser.add_argument('--axis', type=int, default=2, choices=(0, 1, 2),
-                        help='slicing axis of NIfTI volumes (2: axial for RAS volumes)')
-    parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
-    parser.add_argument('--device', help="e.g. 'cpu' or 'cuda:0' (default: cuda if there is one)")
-    parser.add_argument('--binary-255', action='store_true', help='write one class as 0/255')
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument('--resume', action='store_true',
-                       help='keep the targets already in --out-dir (checked: same settings, '
-                       'readable), segment the others')
-    group.add_argument('--overwrite', action='store_true',
-                       help='segment every target again, replacing what --out-dir holds')
-    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction)
-    return parser.parse_args(argv)
 
 
 def write_target(args: argparse.Namespace, inferencer: OneShotInferencer, target, t: Target,
@@ -260,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     ref_mask = split_slice(args.reference_mask)
     ref_key = (reference[0], reference[1] if reference[1] is not None else ref_mask[1])
     inferencer = OneShotInferencer(args.config, args.checkpoint, args.device, args.cfg_options,
-                                   args.num_classes)
+                                   args.num_classes, window=parse_window(args.window))
     # A bad reference stops here, before any target.
     ref = inferencer.set_reference(reference[0], ref_mask[0], ref_key[1], args.axis)
     plan = plan_targets(args.images, args.axis, ref_key)
@@ -291,13 +326,13 @@ def run(args: argparse.Namespace) -> int:
     # streams them, one target in memory at a time.
     loaded = {}
     if inferencer.model.transductive:
-        loaded = {i: target for i, t in enumerate(plan.targets)
+        loaded = {i: target for i, t in track(list(enumerate(plan.targets)), 'loading targets')
                   if (target := load(t)) is not None}
         if any(earlier(target, plan.targets[i]) is None for i, target in loaded.items()):
             inferencer.fit(list(loaded.values()))
     ref_view = (ref.image.permute(1, 2, 0).cpu().numpy().astype(np.uint8), ref.labels)
     summary, volume_slices = [], {path: {} for path in plan.volumes}
-    for i, t in enumerate(plan.targets):
+    for i, t in track(list(enumerate(plan.targets)), 'segmenting targets'):
         target = loaded.pop(i, None) if inferencer.model.transductive else load(t)
         if target is None:
             continue

@@ -8,17 +8,21 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmseg_medpersam.datasets.io import OneShotDataError  # noqa: E402
-from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, prepare_mni152, slice_name  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--task', default='wm', choices=sorted(MNI152_TASKS) + ['all'])
+    parser.add_argument('--task', default='wm',
+                        help='wm, ventricles, brain, or all (default: wm)')
     parser.add_argument('--out-dir', help='default: data/mni152_<task>')
-    parser.add_argument('--overwrite', action='store_true')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='write the task again over an earlier copy')
     args = parser.parse_args(argv)
+    from mmseg_medpersam.datasets.io import OneShotDataError
+    from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, prepare_mni152, slice_name
+    if args.task not in list(MNI152_TASKS) + ['all']:
+        parser.error(f"--task {args.task}: one of {', '.join(sorted(MNI152_TASKS))}, all")
     tasks = sorted(MNI152_TASKS) if args.task == 'all' else [args.task]
     if args.out_dir and len(tasks) > 1:
         parser.error('--out-dir names one folder: give one --task with it')

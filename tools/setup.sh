@@ -14,7 +14,7 @@ want=$(cat requirements.txt setup.py | sha1sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade 'pip<26'
   "$VENV/bin/python" -m pip install -q -r requirements.txt
-  "$VENV/bin/python" -m pip install -q --no-build-isolation -e '.[data,minisam,tests]'
+  "$VENV/bin/python" -m pip install -q --no-build-isolation -e '.[lite,matcher,data,minisam,tests]'
   echo "$want" > "$stamp"
 fi
 "$VENV/bin/python" tools/convert_minisam.py

@@ -20,27 +20,12 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config  # noqa: E402
-
-import mmseg_medpersam  # noqa: E402,F401  (registers modules; mmcv-lite compat first)
-from mmseg_medpersam.apis import (  # noqa: E402
-    apply_checkpoint,
-    build_test_runner,
-    load_config,
-    run_tool,
-)
-from mmseg_medpersam.engine import OneShotTargetsFailed, ReportNotWritten  # noqa: E402
-from mmseg_medpersam.utils.atomic import check_writable_dir, check_writable_file  # noqa: E402
-from mmseg_medpersam.utils.cli import (  # noqa: E402
-    EXIT_CODES_HELP,
-    EXIT_INPUT,
-    ConfigOptionsAction,
-)
+# Heavy imports (torch, mmseg, the plugin) wait until the arguments are parsed: --help is fast.
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Test (and score) a one-shot SAM segmentor',
-                                     epilog=EXIT_CODES_HELP)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config file')
     parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
     parser.add_argument('--work-dir', help='where logs and visualisations go')
@@ -49,18 +34,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--show-dir', help='draw a panel per target (prompts, contours, Dice) '
                         'into this folder')
     parser.add_argument('--device', help="run on this device, e.g. 'cpu' or 'cuda:0'")
-    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptionsAction,
-                        help='override config entries, e.g. model.head.num_refinements=1')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='override config entries, e.g. model.head.num_refinements=1 '
+                        '(a list: key=[a,b]; spaces in paths are kept)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help='set by torch.distributed launchers')
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
-def build_config(args: argparse.Namespace) -> Config:
+def build_config(args: argparse.Namespace):
+    """The config with the command line applied (an mmengine ``Config``)."""
+    from mmseg_medpersam.apis import apply_checkpoint, load_config
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir:
@@ -82,8 +71,9 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def check_outputs(args: argparse.Namespace, cfg: Config) -> None:
+def check_outputs(args: argparse.Namespace, cfg) -> None:
     """Every place the run will write, checked before any work (``WriteError``: exit 5)."""
+    from mmseg_medpersam.utils.atomic import check_writable_dir, check_writable_file
     check_writable_dir(cfg.work_dir, 'work folder (--work-dir)')
     if args.out_metrics:
         check_writable_file(args.out_metrics, 'metrics report (--out-metrics)')
@@ -111,6 +101,10 @@ def init_cpu_process_group() -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import mmseg_medpersam  # noqa: F401  (registers modules; mmcv-lite compat first)
+    from mmseg_medpersam.apis import build_test_runner, run_tool
+    from mmseg_medpersam.engine import OneShotTargetsFailed, ReportNotWritten
+    from mmseg_medpersam.utils.cli import EXIT_INPUT
 
     def run() -> int:
         cfg = build_config(args)

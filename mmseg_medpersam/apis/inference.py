@@ -27,12 +27,15 @@ from ..utils.cli import (
     EXIT_OUTPUT,
     ConfigError,
     config_error_message,
+    parse_cfg_options,
 )
 
 
-def load_config(config, cfg_options: Optional[dict] = None) -> Config:
-    """A config file (or ``Config``) with ``--cfg-options`` merged; mmseg's scope set."""
+def load_config(config, cfg_options=None) -> Config:
+    """A config file (or ``Config``) with ``--cfg-options`` merged (a dict, or ``KEY=VALUE``
+    strings); mmseg's scope set."""
     cfg = Config.fromfile(config) if not isinstance(config, Config) else config
+    cfg_options = parse_cfg_options(cfg_options)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
@@ -146,14 +149,17 @@ class OneShotInferencer:
 
     Args:
         config, checkpoint, device, cfg_options, num_classes: as ``init_one_shot_model``.
+        window: (low, high) intensity window of non-8-bit images (None: the config's
+            ``LoadOneShotImage`` window, else percentiles over each volume or image).
     """
 
     def __init__(self, config, checkpoint: Optional[str] = None, device: Optional[str] = None,
-                 cfg_options: Optional[dict] = None, num_classes: int = 2) -> None:
+                 cfg_options: Optional[dict] = None, num_classes: int = 2,
+                 window: Optional[Sequence[float]] = None) -> None:
         self.model = init_one_shot_model(config, checkpoint, device, cfg_options, num_classes)
         self.device = self.model.device
         self.num_classes = num_classes
-        self.loader = LoadOneShotImage(window=pipeline_window(self.model.cfg))
+        self.loader = LoadOneShotImage(window=window or pipeline_window(self.model.cfg))
         self.reference: Optional[ReferenceSet] = None
         self._ref_info: dict = {}
 

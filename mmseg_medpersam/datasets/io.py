@@ -10,6 +10,8 @@ truth (not in references) 255 stays mmseg's "ignore". Any other value is an erro
 """
 from __future__ import annotations
 
+import functools
+import os
 import os.path as osp
 from typing import Optional, Sequence, Tuple
 
@@ -67,12 +69,17 @@ def read_array(path: str, slice_index: Optional[int] = None, axis: int = 2) -> n
 
 
 def volume_shape(path: str) -> tuple:
-    """The voxel shape of a NIfTI file; errors name the file."""
+    """The voxel shape of a NIfTI file, in its canonical RAS orientation (``nifti_slice``'s
+    axes); errors name the file."""
     if not osp.isfile(path):
         raise OneShotDataError(f'{path}: file not found.')
     try:
         import nibabel as nib
-        return tuple(int(n) for n in nib.load(path).shape)
+        img = nib.load(path)
+        shape = tuple(int(n) for n in img.shape)
+        if len(shape) >= 3:
+            shape = canonical_shape(shape[:3], volume_orientation(img)) + shape[3:]
+        return shape
     except Exception as e:
         raise OneShotDataError(f'{path}: cannot read as NIfTI ({type(e).__name__}: {e}).') from e
 
@@ -91,11 +98,37 @@ def check_volume_data(path: str) -> tuple:
     return shape
 
 
-def nifti_slice(path: str, slice_index: Optional[int], axis: int = 2) -> np.ndarray:
-    """Slice ``slice_index`` along ``axis`` of a 3D NIfTI volume (a 2D file as is), displayed
-    with voxel axes (i, j) as columns and rows, the second axis pointing up."""
+def volume_orientation(img) -> np.ndarray:
+    """Per stored voxel axis, the RAS axis it points along and its sign (nibabel's
+    ``io_orientation``): how a volume is turned into the canonical RAS orientation."""
     import nibabel as nib
-    volume = nib.load(path).dataobj
+    ornt = nib.io_orientation(img.affine)
+    if np.isnan(ornt).any():  # a degenerate affine: take the voxel axes as they are
+        ornt = np.array([[0, 1], [1, 1], [2, 1]], float)
+    return ornt
+
+
+def to_stored_orientation(labels: np.ndarray, img) -> np.ndarray:
+    """A (canonical RAS) volume of ``img``'s grid back in the orientation ``img`` is stored in:
+    the inverse of how slices are read (``nifti_slice``)."""
+    import nibabel as nib
+    ras = np.array([[0, 1], [1, 1], [2, 1]], float)
+    return nib.orientations.apply_orientation(
+        labels, nib.orientations.ornt_transform(ras, volume_orientation(img)))
+
+
+def nifti_slice(path: str, slice_index: Optional[int], axis: int = 2) -> np.ndarray:
+    """Slice ``slice_index`` along ``axis`` of a 3D NIfTI volume in its canonical RAS
+    orientation (a 2D file as is), displayed with the in-plane axes as columns and rows, the
+    second axis pointing up.
+
+    Axes and indices are those of the volume turned to RAS (``volume_orientation``): volumes
+    stored in other orientations (LPS, a flipped axis) give the same slices, never mirrored
+    copies. Only the requested slice is read.
+    """
+    import nibabel as nib
+    img = nib.load(path)
+    volume = img.dataobj
     shape = tuple(int(n) for n in volume.shape)
     if len(shape) > 3 and all(n == 1 for n in shape[3:]):
         shape = shape[:3]
@@ -106,17 +139,57 @@ def nifti_slice(path: str, slice_index: Optional[int], axis: int = 2) -> np.ndar
             raise OneShotDataError(f'{path}: a 3D volume (shape {shape}) needs a slice index '
                                    '(vol.nii.gz#42 on the command line, slice_index in a '
                                    'dataset).')
-        if not 0 <= int(slice_index) < shape[axis]:
+        ornt = volume_orientation(img)
+        stored = int(np.flatnonzero(ornt[:, 0] == axis)[0])  # the stored axis along RAS axis
+        if not 0 <= int(slice_index) < shape[stored]:
+            canonical = canonical_shape(shape, ornt)
             raise OneShotDataError(f'{path}: slice {slice_index} is outside the volume: axis '
-                                   f'{axis} has slices 0..{shape[axis] - 1} (shape {shape}).')
+                                   f'{axis} has slices 0..{shape[stored] - 1} (shape '
+                                   f'{canonical}).')
         index = [slice(None)] * 3
-        index[axis] = int(slice_index)
+        index[stored] = int(slice_index) if ornt[stored, 1] > 0 else shape[stored] - 1 - int(
+            slice_index)
         data = np.asarray(volume[tuple(index) + (0, ) * (len(volume.shape) - 3)])
+        rest = [a for a in range(3) if a != stored]
+        goes_to = [int(ornt[a, 0]) for a in rest]
+        data = nib.orientations.apply_orientation(data, np.array(
+            [[sorted(goes_to).index(t), ornt[a, 1]] for a, t in zip(rest, goes_to)]))
     else:
         raise OneShotDataError(f'{path}: a {len(shape)}D volume (shape {shape}); one-shot tasks '
                                'take 2D images or 3D volumes: split the time or channel axis '
                                'into 3D volumes first.')
     return np.ascontiguousarray(np.flipud(data.T))
+
+
+def canonical_shape(shape: tuple, ornt: np.ndarray) -> tuple:
+    """The shape of a stored volume once turned to RAS."""
+    out = [0, 0, 0]
+    for a in range(3):
+        out[int(ornt[a, 0])] = int(shape[a])
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _volume_window(path: str, mtime_ns: int, size: int,
+                   percentiles: Tuple[float, float]) -> Optional[Tuple[float, float]]:
+    import nibabel as nib
+    data = np.asanyarray(nib.load(path).dataobj)
+    if data.dtype == np.uint8:
+        return None
+    finite = data[np.isfinite(data)] if np.issubdtype(data.dtype, np.floating) else data.ravel()
+    if finite.size == 0:
+        return None
+    low, high = np.percentile(finite, percentiles)
+    return float(low), float(high)
+
+
+def volume_window(path: str, percentiles: Tuple[float, float] = (0.5, 99.5)
+                  ) -> Optional[Tuple[float, float]]:
+    """One intensity window for every slice of a volume: the percentiles over the whole
+    volume (read once per file), so its slices are scaled alike."""
+    stat = os.stat(path)
+    return _volume_window(osp.abspath(path), stat.st_mtime_ns, stat.st_size,
+                          tuple(percentiles))
 
 
 #: Images smaller than this along either side cannot be segmented (nor scored).
@@ -137,6 +210,8 @@ def load_image(path: str, slice_index: Optional[int] = None, axis: int = 2,
         where = '' if slice_index is None else f' (slice {slice_index})'
         raise OneShotDataError(f'{path}{where}: no pixel has a finite value (all NaN or '
                                'infinite): nothing to segment.')
+    if window is None and slice_index is not None and is_nifti(path):
+        window = volume_window(path)  # one window for the whole volume
     try:
         return to_uint8_rgb(data, window)
     except ValueError as e:

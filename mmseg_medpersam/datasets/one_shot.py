@@ -11,7 +11,7 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from ..utils.naming import target_names
-from .io import OneShotDataError
+from .io import OneShotDataError, nifti_slice, volume_shape
 from .mni152 import get_task, is_prepared, prepare_mni152, slice_name
 
 Reference = Union[str, Dict[str, object]]
@@ -227,37 +227,30 @@ class NiftiSliceDataset(_OneShotClasses, BaseSegDataset):
         return path if osp.isabs(path) or not self.data_root else osp.join(self.data_root, path)
 
     def load_data_list(self) -> List[dict]:
-        import nibabel as nib
-        import numpy as np
-
         data_list: List[dict] = []
         ref_volume = int(self.ref_spec.get('volume', 0))
         ref_slice = int(self.ref_spec['slice'])
-        num_classes = len(self.metainfo['classes'])
         for v, pair in enumerate(self.volumes):
             img, seg = self._path(pair['img']), self._path(pair['seg'])
             for path in (img, seg):
                 if not osp.isfile(path):
                     raise OneShotDataError(f'{path}: volume not found.')
-            img_shape = nib.load(img).shape
-            seg_obj = nib.load(seg)
-            if tuple(img_shape[:3]) != tuple(seg_obj.shape[:3]):
-                raise OneShotDataError(f'{seg}: label volume shape {seg_obj.shape} differs from '
+            # Shapes and slices in the canonical RAS orientation (``io.nifti_slice``).
+            img_shape, seg_shape = volume_shape(img), volume_shape(seg)
+            if tuple(img_shape[:3]) != tuple(seg_shape[:3]):
+                raise OneShotDataError(f'{seg}: label volume shape {seg_shape} differs from '
                                        f'its image {img} ({img_shape}).')
             depth = img_shape[self.axis]
             start, stop, step = (self.slices or (0, depth, 1))
             for z in range(start, min(stop, depth), step):
                 if v == ref_volume and z == ref_slice:
                     continue
-                if self.skip_empty:
-                    index = [slice(None)] * len(seg_obj.shape)
-                    index[self.axis] = z
-                    if not np.any(np.asarray(seg_obj.dataobj[tuple(index)])):
-                        continue
+                if self.skip_empty and not np.any(nifti_slice(seg, z, self.axis)):
+                    continue
                 data_list.append(dict(img_path=img, seg_map_path=seg, slice_index=z,
                                       axis=self.axis, label_map=self.label_map,
                                       reduce_zero_label=False, seg_fields=[]))
         ref_pair = self.volumes[ref_volume]
         ref = dict(img_path=self._path(ref_pair['img']), seg_map_path=self._path(ref_pair['seg']),
                    slice_index=ref_slice)
-        return _attach_reference(data_list, ref, num_classes)
+        return _attach_reference(data_list, ref, len(self.metainfo['classes']))

@@ -27,6 +27,20 @@ class ConfigOptionsAction(DictAction):
         return DictAction._parse_int_float_bool(text.strip('\'"'))
 
 
+def parse_cfg_options(items) -> dict:
+    """``--cfg-options`` given as ``KEY=VALUE`` strings (a tool parses them after its --help,
+    which must not wait for the heavy imports) -> the dict mmengine merges, by
+    ``ConfigOptionsAction``'s rule. A dict is returned as it is."""
+    if not items:
+        return {}
+    if isinstance(items, dict):
+        return items
+    import argparse
+    parser = argparse.ArgumentParser(prog='--cfg-options')
+    parser.add_argument('--o', nargs='+', action=ConfigOptionsAction, default={})
+    return parser.parse_args(['--o'] + list(items)).o
+
+
 class ConfigError(RuntimeError):
     """A setting of the config or the command line cannot be used (tools exit with code 4)."""
 
@@ -43,10 +57,7 @@ def config_error_message(err: BaseException) -> str:
 #: 130 interrupted (Ctrl-C; what was finished is kept).
 EXIT_OK, EXIT_CHECKPOINT, EXIT_INPUT, EXIT_CONFIG, EXIT_OUTPUT, EXIT_INTERRUPTED = (
     0, 2, 3, 4, 5, 130)
-EXIT_CODES_HELP = ('Exit codes: 0 done; 2 checkpoint problem; 3 input problem; 4 a setting '
-                   'cannot be used; 5 an output cannot be written; 130 interrupted (what was '
-                   'finished is kept).')
 
-__all__ = ['ConfigOptionsAction', 'ConfigError', 'config_error_message', 'EXIT_OK',
-           'EXIT_CHECKPOINT', 'EXIT_INPUT', 'EXIT_CONFIG', 'EXIT_OUTPUT', 'EXIT_INTERRUPTED',
-           'EXIT_CODES_HELP']
+__all__ = ['ConfigOptionsAction', 'parse_cfg_options', 'ConfigError', 'config_error_message',
+           'EXIT_OK', 'EXIT_CHECKPOINT', 'EXIT_INPUT', 'EXIT_CONFIG', 'EXIT_OUTPUT',
+           'EXIT_INTERRUPTED']

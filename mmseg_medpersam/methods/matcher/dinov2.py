@@ -20,6 +20,7 @@ from mmseg.registry import MODELS
 
 from ...utils.checkpoint import CheckpointError, read_file, strict_load, unwrap_state_dict
 from ...utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .requirements import require_matcher_package
 
 #: timm model names of the DINOv2 backbones (no register tokens, as in Matcher).
 DINOV2_ARCHS: Dict[str, str] = {
@@ -38,7 +39,7 @@ _PREFIXES = ('module.', 'backbone.', 'encoder.')
 
 def build_dinov2_vit(arch: str, img_size: int = 518) -> nn.Module:
     """Build a timm VisionTransformer for ``arch`` (random init, no classifier head)."""
-    import timm
+    timm = require_matcher_package('timm')
     from timm.models.vision_transformer import VisionTransformer
 
     if arch == 'tiny':

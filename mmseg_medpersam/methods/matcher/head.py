@@ -15,6 +15,7 @@ from ...utils.validate import check_number
 from ..base import BaseOneShotHead, FitState, HeadResult, ReferenceClasses, TargetImage
 from .instance_scoring import ScoreConfig, score_and_merge
 from .prompt_sampler import MatcherReference
+from .requirements import check_matcher_packages
 
 
 @dataclass
@@ -50,6 +51,7 @@ class MatcherHead(BaseOneShotHead):
     def __init__(self, prompt_sampler: Optional[dict] = None, multimask_output: bool = False,
                  decode_batch: int = 64, score: Optional[dict] = None) -> None:
         super().__init__()
+        check_matcher_packages()
         check_number(type(self).__name__, 'decode_batch', decode_batch, minimum=1, integer=True)
         self.prompt_sampler = MODELS.build(prompt_sampler or dict(type='MatcherPromptSampler'))
         self.multimask_output = multimask_output

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import numpy as np
-import ot
 
 from .patch_matching import MatchResult, downsample_mask, patch_centers_xy
+from .requirements import require_matcher_package
 
 EPS = 1e-6
 
@@ -31,6 +31,7 @@ def emd_score(cost: np.ndarray, ref_fg: np.ndarray, cand_patch_mask: np.ndarray)
     sub = np.ascontiguousarray(np.asarray(cost, dtype=np.float64)[ref_fg][:, cand])
     a = np.full(sub.shape[0], 1.0 / sub.shape[0])
     b = np.full(sub.shape[1], 1.0 / sub.shape[1])
+    ot = require_matcher_package('ot')
     return float(1.0 - ot.emd2(a, b, sub))
 
 

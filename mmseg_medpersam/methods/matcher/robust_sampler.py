@@ -15,6 +15,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .requirements import require_matcher_package
+
 #: Up to this many points every combination is taken; above it, random subsets are drawn.
 MAX_POINTS_FOR_ALL_COMBINATIONS = 8
 
@@ -25,6 +27,7 @@ def kmeans_centers(points: np.ndarray, num_centers: int, seed: int = 0,
 
     Re-run with a new seed until no cluster is empty, as Matcher does.
     """
+    require_matcher_package('sklearn')
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
 

@@ -14,6 +14,7 @@ from ...prompts.context import PromptContext, ReferenceContext
 from ...prompts.structures import Prompts, decode_union
 from ...sam.backend import SAMBackend
 from ...utils.masks import dice, iou
+from ...utils.progress import track
 from ...utils.validate import check_number
 from ..base import BaseOneShotHead, FitState, HeadResult, ReferenceClasses, TargetImage
 from ..refinement import logits_to_mask, to_image_logits
@@ -158,9 +159,15 @@ class MedPerSAMHead(BaseOneShotHead):
         state = MedPerSAMState(warper, self._warp(warper, reference, images, targets), log)
         rounds = self.retrain_rounds if sam is not None and self.use_sam else 0
         if rounds:  # every target is refined in each round and at the end: encode them once
-            sam.encode_many([t.image for t in targets], [t.key for t in targets])
+            step = 8 if sam.device.type == 'cuda' else 1
+            for i in track(range(0, len(targets), step), 'encoding the targets',
+                           total=len(range(0, len(targets), step))):
+                chunk = targets[i:i + step]
+                sam.encode_many([t.image for t in chunk], [t.key for t in chunk])
         for round_ in range(rounds):
-            results = {t.key: self._predict_classes(sam, reference, t, state) for t in targets}
+            results = {t.key: self._predict_classes(sam, reference, t, state)
+                       for t in track(targets, f'retraining round {round_ + 1}: refining '
+                                      'every target')}
             pseudo = self._pseudo_labels(state, targets, results)
             candidates = sum(any(r.info.get('sam_used') for r in res.values())
                              for res in results.values())

@@ -390,8 +390,10 @@ class WarpingModel(nn.Module):
             sched.step()
             history.append({k: float(v.detach()) for k, v in losses.items()})
             if (it + 1) % log_every == 0 or it + 1 == iters:
+                elapsed = time.perf_counter() - start
+                eta = elapsed / (it + 1) * (iters - it - 1)
                 print_log(f'{what} {it + 1}/{iters}: loss {history[-1]["total"]:.4f}, '
-                          f'{time.perf_counter() - start:.1f} s', logger='current')
+                          f'{elapsed:.1f} s, ETA {eta:.0f} s', logger='current')
         return history
 
     # ------------------------------------------------------------------ inference
