@@ -83,10 +83,12 @@ import cv2
 import numpy as np
 
 from mmseg_medpersam.apis import OneShotInferencer, run_tool
+from mmseg_medpersam.datasets.dicom import read_series, series_image, write_seg
 from mmseg_medpersam.datasets.io import (
     OneShotDataError,
     check_volume_data,
-    is_nifti,
+    is_dicom_volume_path,
+    is_volume,
     to_stored_orientation,
 )
 from mmseg_medpersam.utils.atomic import (
@@ -149,7 +151,9 @@ def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int
         except OneShotDataError as e:
             plan.failed.append(str(e))
             continue
-        if osp.isdir(path):
+        if osp.isdir(path) and index is None and is_volume(path):  # a DICOM series
+            entries.append((path, None))
+        elif osp.isdir(path):
             found = sorted(osp.join(path, f) for f in os.listdir(path)
                            if f.lower().endswith(IMAGE_SUFFIXES))
             if not found:
@@ -168,7 +172,7 @@ def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int
     names = plan.names = unique_names(sorted({p for p, _ in unique}))
     ref_real = (osp.realpath(reference[0]), reference[1])
     for path, index in unique:
-        if is_nifti(path) and index is None:
+        if is_volume(path) and index is None:
             try:
                 shape = check_volume_data(path)
             except OneShotDataError as e:
@@ -186,14 +190,16 @@ def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int
 
 
 def write_volume(out_dir: str, path: str, name: str, shape: Tuple[int, ...], axis: int,
-                 slices: Dict[int, np.ndarray]) -> str:
+                 slices: Dict[int, np.ndarray], method: str = 'one-shot',
+                 class_names: Tuple[str, ...] = ('background', 'foreground')) -> List[str]:
     """Assemble a volume's slice label maps (class indices, canonical RAS slices) into one
     label volume on the input's grid: its shape, affine and stored orientation, marked as a
-    label map (NIfTI intent 'label', no intensity calibration), written atomically."""
+    label map (NIfTI intent 'label', no intensity calibration), written atomically. For a
+    DICOM series also a DICOM SEG object referencing its slices. Returns the files written."""
     import gzip
 
     import nibabel as nib
-    img = nib.load(path)
+    img = series_image(path) if is_dicom_volume_path(path) else nib.load(path)
     labels = np.zeros(shape[:3], np.uint8)  # canonical RAS
     for z, mask in slices.items():
         index = [slice(None)] * 3
@@ -206,9 +212,15 @@ def write_volume(out_dir: str, path: str, name: str, shape: Tuple[int, ...], axi
     header.set_slope_inter(1, 0)
     header['cal_min'], header['cal_max'] = 0, 0
     header['descrip'] = b'mmseg-medpersam label map'
-    data = nib.Nifti1Image(to_stored_orientation(labels, img), img.affine, header).to_bytes()
+    stored = to_stored_orientation(labels, img)
+    data = nib.Nifti1Image(stored, img.affine, header).to_bytes()
     atomic_write_bytes(out, gzip.compress(data, compresslevel=6))
-    return out
+    outputs = [out]
+    if is_dicom_volume_path(path) and read_series(path).frames is None:
+        seg = osp.join(out_dir, 'volumes', name + '_seg.dcm')
+        write_seg(seg, path, stored, class_names, method)
+        outputs.append(seg)
+    return outputs
 
 
 def read_written_mask(path: str, shape: Tuple[int, int], binary_255: bool
@@ -350,9 +362,13 @@ def run(args: argparse.Namespace) -> int:
         slices = volume_slices[path]
         if osp.realpath(ref_key[0]) == osp.realpath(path):  # its reference slice: the labels
             slices[ref_key[1]] = ref.labels
-        out = write_volume(args.out_dir, path, plan.names[path], shape, args.axis, slices)
-        volumes.append(dict(input=path, labels=osp.relpath(out, args.out_dir)))
-        print(f'{path}: label volume {out}')
+        outs = write_volume(args.out_dir, path, plan.names[path], shape, args.axis, slices,
+                            inferencer.method_name)
+        entry = dict(input=path, labels=osp.relpath(outs[0], args.out_dir))
+        if len(outs) > 1:
+            entry['dicom_seg'] = osp.relpath(outs[1], args.out_dir)
+        volumes.append(entry)
+        print(f'{path}: label volume {" and ".join(outs)}')
     atomic_write_text(osp.join(args.out_dir, 'summary.json'), json.dumps(
         dict(config=args.config, method=inferencer.method_name, targets=summary,
              volumes=volumes, skipped=sorted(plan.failed)), indent=2))

@@ -21,7 +21,7 @@ from .windowing import to_uint8_rgb
 
 IGNORE_INDEX = 255
 NIFTI_SUFFIXES = ('.nii', '.nii.gz')
-DICOM_SUFFIXES = ('.dcm', '.dicom')
+DICOM_SUFFIXES = ('.dcm', '.dicom', '.ima')
 
 
 class OneShotDataError(ValueError):
@@ -37,11 +37,37 @@ def _is_dicom(path: str) -> bool:
     return path.lower().endswith(DICOM_SUFFIXES)
 
 
+def is_dicom_volume_path(path: str) -> bool:
+    """A DICOM series: a folder of DICOM slices of one series, or a multi-frame file."""
+    if not (osp.isdir(path) or _is_dicom(path)):
+        return False
+    from .dicom import is_dicom_volume
+    return is_dicom_volume(path)
+
+
+def is_volume(path: str) -> bool:
+    """A 3D input: a NIfTI file (3D or more) or a DICOM series."""
+    return is_nifti(path) or is_dicom_volume_path(path)
+
+
 def read_array(path: str, slice_index: Optional[int] = None, axis: int = 2) -> np.ndarray:
     """Raw pixel data of a 2D image file, a DICOM slice, or one slice of a NIfTI volume.
 
     2D files keep their channels (converted BGR -> RGB) and dtype (8/16-bit, float).
     """
+    if osp.isdir(path) or (slice_index is not None and _is_dicom(path)):
+        from .dicom import is_dicom_volume, series_image
+        if not is_dicom_volume(path):
+            raise OneShotDataError(f'{path}: not a DICOM series (a folder of DICOM slices, or '
+                                   'a multi-frame DICOM file).')
+        try:
+            img = series_image(path)
+        except OneShotDataError:
+            raise
+        except Exception as e:
+            raise OneShotDataError(f'{path}: cannot read the DICOM series '
+                                   f'({type(e).__name__}: {e}).') from e
+        return volume_slice(img, slice_index, axis, path)
     if not osp.isfile(path):
         raise OneShotDataError(f'{path}: file not found.')
     try:
@@ -49,11 +75,9 @@ def read_array(path: str, slice_index: Optional[int] = None, axis: int = 2) -> n
             return nifti_slice(path, slice_index, axis)
         if _is_dicom(path):
             import pydicom
-            ds = pydicom.dcmread(path)
-            data = ds.pixel_array.astype(np.float32)
-            slope = float(getattr(ds, 'RescaleSlope', 1.0))
-            intercept = float(getattr(ds, 'RescaleIntercept', 0.0))
-            return data * slope + intercept
+
+            from .dicom import dicom_pixels
+            return dicom_pixels(pydicom.dcmread(path))
         import cv2
         data = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     except OneShotDataError:
@@ -71,6 +95,10 @@ def read_array(path: str, slice_index: Optional[int] = None, axis: int = 2) -> n
 def volume_shape(path: str) -> tuple:
     """The voxel shape of a NIfTI file, in its canonical RAS orientation (``nifti_slice``'s
     axes); errors name the file."""
+    if is_dicom_volume_path(path):
+        from .dicom import read_series
+        series = read_series(path)
+        return canonical_shape(series.shape, volume_orientation(_affine_only(series.affine)))
     if not osp.isfile(path):
         raise OneShotDataError(f'{path}: file not found.')
     try:
@@ -88,6 +116,14 @@ def check_volume_data(path: str) -> tuple:
     """The voxel shape of a NIfTI volume whose voxel data is all there (a truncated file, or one
     whose header promises more data than it holds, is an error naming the file)."""
     shape = volume_shape(path)
+    if is_dicom_volume_path(path):
+        from .dicom import series_image
+        try:
+            series_image(path)
+        except Exception as e:
+            raise OneShotDataError(f'{path}: its pixel data cannot be read ({type(e).__name__}: '
+                                   f'{e}).') from e
+        return shape
     try:
         import nibabel as nib
         data = nib.load(path).dataobj
@@ -96,6 +132,13 @@ def check_volume_data(path: str) -> tuple:
         raise OneShotDataError(f'{path}: its voxel data cannot be read: the file is truncated or '
                                f'damaged ({type(e).__name__}: {e}).') from e
     return shape
+
+
+class _affine_only:
+    """Stands in for an image where only its affine is needed."""
+
+    def __init__(self, affine: np.ndarray) -> None:
+        self.affine = affine
 
 
 def volume_orientation(img) -> np.ndarray:
@@ -127,7 +170,12 @@ def nifti_slice(path: str, slice_index: Optional[int], axis: int = 2) -> np.ndar
     copies. Only the requested slice is read.
     """
     import nibabel as nib
-    img = nib.load(path)
+    return volume_slice(nib.load(path), slice_index, axis, path)
+
+
+def volume_slice(img, slice_index: Optional[int], axis: int, path: str) -> np.ndarray:
+    """``nifti_slice`` of a loaded ``nibabel`` image (a NIfTI file, or a DICOM series)."""
+    import nibabel as nib
     volume = img.dataobj
     shape = tuple(int(n) for n in volume.shape)
     if len(shape) > 3 and all(n == 1 for n in shape[3:]):
@@ -185,8 +233,16 @@ def _volume_window(path: str, mtime_ns: int, size: int,
 
 def volume_window(path: str, percentiles: Tuple[float, float] = (0.5, 99.5)
                   ) -> Optional[Tuple[float, float]]:
-    """One intensity window for every slice of a volume: the percentiles over the whole
-    volume (read once per file), so its slices are scaled alike."""
+    """One intensity window for every slice of a volume, so its slices are scaled alike: a
+    DICOM series' own VOI window when it has one, else the percentiles over the whole volume
+    (read once per file)."""
+    if is_dicom_volume_path(path):
+        from .dicom import read_series, series_image
+        window = read_series(path).window
+        if window is not None:
+            return window
+        data = np.asarray(series_image(path).dataobj)
+        return tuple(float(v) for v in np.percentile(data, percentiles))
     stat = os.stat(path)
     return _volume_window(osp.abspath(path), stat.st_mtime_ns, stat.st_size,
                           tuple(percentiles))
@@ -210,8 +266,13 @@ def load_image(path: str, slice_index: Optional[int] = None, axis: int = 2,
         where = '' if slice_index is None else f' (slice {slice_index})'
         raise OneShotDataError(f'{path}{where}: no pixel has a finite value (all NaN or '
                                'infinite): nothing to segment.')
-    if window is None and slice_index is not None and is_nifti(path):
+    if window is None and slice_index is not None and is_volume(path):
         window = volume_window(path)  # one window for the whole volume
+    elif window is None and _is_dicom(path):  # a 2D DICOM: its own VOI window, if any
+        import pydicom
+
+        from .dicom import dicom_window
+        window = dicom_window(pydicom.dcmread(path, stop_before_pixels=True))
     try:
         return to_uint8_rgb(data, window)
     except ValueError as e:
