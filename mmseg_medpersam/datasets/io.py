@@ -98,7 +98,7 @@ def volume_shape(path: str) -> tuple:
     if is_dicom_volume_path(path):
         from .dicom import read_series
         series = read_series(path)
-        return canonical_shape(series.shape, volume_orientation(_affine_only(series.affine)))
+        return canonical_shape(series.shape, volume_orientation(series.affine))
     if not osp.isfile(path):
         raise OneShotDataError(f'{path}: file not found.')
     try:
@@ -106,7 +106,7 @@ def volume_shape(path: str) -> tuple:
         img = nib.load(path)
         shape = tuple(int(n) for n in img.shape)
         if len(shape) >= 3:
-            shape = canonical_shape(shape[:3], volume_orientation(img)) + shape[3:]
+            shape = canonical_shape(shape[:3], volume_orientation(img.affine)) + shape[3:]
         return shape
     except Exception as e:
         raise OneShotDataError(f'{path}: cannot read as NIfTI ({type(e).__name__}: {e}).') from e
@@ -134,18 +134,11 @@ def check_volume_data(path: str) -> tuple:
     return shape
 
 
-class _affine_only:
-    """Stands in for an image where only its affine is needed."""
-
-    def __init__(self, affine: np.ndarray) -> None:
-        self.affine = affine
-
-
-def volume_orientation(img) -> np.ndarray:
+def volume_orientation(affine: np.ndarray) -> np.ndarray:
     """Per stored voxel axis, the RAS axis it points along and its sign (nibabel's
     ``io_orientation``): how a volume is turned into the canonical RAS orientation."""
     import nibabel as nib
-    ornt = nib.io_orientation(img.affine)
+    ornt = nib.io_orientation(affine)
     if np.isnan(ornt).any():  # a degenerate affine: take the voxel axes as they are
         ornt = np.array([[0, 1], [1, 1], [2, 1]], float)
     return ornt
@@ -157,7 +150,7 @@ def to_stored_orientation(labels: np.ndarray, img) -> np.ndarray:
     import nibabel as nib
     ras = np.array([[0, 1], [1, 1], [2, 1]], float)
     return nib.orientations.apply_orientation(
-        labels, nib.orientations.ornt_transform(ras, volume_orientation(img)))
+        labels, nib.orientations.ornt_transform(ras, volume_orientation(img.affine)))
 
 
 def nifti_slice(path: str, slice_index: Optional[int], axis: int = 2) -> np.ndarray:
@@ -187,7 +180,7 @@ def volume_slice(img, slice_index: Optional[int], axis: int, path: str) -> np.nd
             raise OneShotDataError(f'{path}: a 3D volume (shape {shape}) needs a slice index '
                                    '(vol.nii.gz#42 on the command line, slice_index in a '
                                    'dataset).')
-        ornt = volume_orientation(img)
+        ornt = volume_orientation(img.affine)
         stored = int(np.flatnonzero(ornt[:, 0] == axis)[0])  # the stored axis along RAS axis
         if not 0 <= int(slice_index) < shape[stored]:
             canonical = canonical_shape(shape, ornt)
