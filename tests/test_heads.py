@@ -89,7 +89,7 @@ def test_persam_f_fit_lowers_loss_and_leaves_sam_untouched(tiny_sam):
     ctx = ctx_for(mask, image=image, sam=tiny_sam)
     head = PerSAMFHead(iters=200)
     with torch.no_grad():  # as inside mmengine's TestLoop
-        state = head.fit(tiny_sam, {1: ctx.reference})
+        state = head.fit(tiny_sam, [{1: ctx.reference}])
     first, last = state.losses[1]
     assert last < first
     weights = state.weights[1]
@@ -210,14 +210,14 @@ def test_matcher_head_end_to_end_and_empty_reference(tiny_sam):
         type='MatcherPromptSampler', num_centers=5,
         encoder=dict(type='DINOv2Encoder', arch='tiny', img_size=112)))
     ctx = ctx_for(mask, image=image, sam=tiny_sam)
-    result = head.predict(tiny_sam, ctx, head.fit(tiny_sam, {1: ctx.reference}))
+    result = head.predict(tiny_sam, ctx, head.fit(tiny_sam, [{1: ctx.reference}]))
     assert result.logits.shape == (64, 72)
     n = result.info['num_candidates']
     assert n == 6  # C(5,4) + C(5,5) subsets of the 5 k-means centres
     assert result.info['num_merged'] <= 10
     empty = ctx_for(torch.zeros_like(mask), image=image, sam=tiny_sam)
     with pytest.raises(ValueError, match='empty'):
-        head.predict(tiny_sam, empty, head.fit(tiny_sam, {1: empty.reference}))
+        head.predict(tiny_sam, empty, head.fit(tiny_sam, [{1: empty.reference}]))
 
 
 def test_medpersam_fit_on_one_target(tiny_sam):
@@ -231,7 +231,7 @@ def test_medpersam_fit_on_one_target(tiny_sam):
     ctx.image, ctx.target = tgt_img, tiny_sam.encode(tgt_img)
     head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', iters=150,
                                                      work_size=(64, 64)))
-    state = head.fit(None, {1: ctx.reference}, [TargetImage(tgt_img, ctx.target_key)])
+    state = head.fit(None, [{1: ctx.reference}], [TargetImage(tgt_img, ctx.target_key)])
     assert bool(state.warper.fitted) and state.covers(ctx.target_key)
     assert not state.covers('another target')
     result = head.predict(None, ctx, state)
@@ -253,7 +253,7 @@ def test_one_pixel_reference_mask_is_usable(tiny_sam, head_cfg):
         head = MatcherHead(prompt_sampler=dict(
             type='MatcherPromptSampler', num_centers=4,
             encoder=dict(type='DINOv2Encoder', arch='tiny', img_size=112)))
-    result = head.predict(tiny_sam, ctx, head.fit(tiny_sam, {1: ctx.reference}))
+    result = head.predict(tiny_sam, ctx, head.fit(tiny_sam, [{1: ctx.reference}]))
     assert result.logits.shape == (64, 72) and torch.isfinite(result.logits).all()
 
 
@@ -267,7 +267,7 @@ def test_retraining_uses_only_pseudo_labels_that_agree_with_the_warp():
     head = MedPerSAMHead(warping=dict(type='WarpingModel', iters=5, retrain_iters=3,
                                       work_size=(48, 48)), pseudo_min_dice=0.7)
     targets = [TargetImage(image.clone(), 'a'), TargetImage(image.clone(), 'b')]
-    state = head.fit(None, {1: ctx.reference}, targets)  # no SAM: no rounds
+    state = head.fit(None, [{1: ctx.reference}], targets)  # no SAM: no rounds
     assert state.log['rounds'] == [] and state.results == {}
     warped = state.priors['a'][1] > 0.5
     elsewhere = torch.zeros(h, w, dtype=torch.bool)
@@ -294,7 +294,7 @@ def test_fit_skips_a_round_without_pseudo_labels_and_predicts_no_target_twice(ti
                                       work_size=(48, 48)), retrain_rounds=2,
                          min_sam_agreement=1.0)  # the guard never lets SAM's mask through
     targets = [TargetImage(image.clone(), 'a'), TargetImage(image.clone(), 'b')]
-    state = head.fit(tiny_sam, {1: ctx.reference}, targets)
+    state = head.fit(tiny_sam, [{1: ctx.reference}], targets)
     assert [r['retrain_skipped'] for r in state.log['rounds']] == [True]  # then stopped
     assert set(state.results) == {'a', 'b'}
     calls = []

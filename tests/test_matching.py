@@ -186,7 +186,7 @@ def test_matcher_head_decodes_each_subset_as_if_alone(tiny_sam, monkeypatch):
     head = MatcherHead(decode_batch=3, prompt_sampler=dict(
         type='MatcherPromptSampler', num_centers=6,
         encoder=dict(type='DINOv2Encoder', arch='tiny', img_size=112)))
-    state = head.fit(tiny_sam, {1: ctx.reference})
+    state = head.fit(tiny_sam, [{1: ctx.reference}])
     sample = head.prompt_sampler(ctx, state.references[1])
     sizes = sorted({int(p.point_coords.shape[1]) for _, p in sample.groups})
     assert sizes == [4, 5, 6] and sample.num_sets == 22

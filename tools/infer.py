@@ -1,8 +1,16 @@
-r"""Segment your own images from one labelled reference; write masks, panels and volumes.
+r"""Segment your own images from labelled references; write masks, panels and volumes.
 
     python tools/infer.py CONFIG --reference ref.png --reference-mask ref_mask.png \
         --images scans/ [more.png vol.nii.gz vol2.nii.gz#42 ...] --out-dir out/ \
         [--checkpoint FILE] [--resume | --overwrite]
+
+    # one labelled slice of a volume carried through all of it, slice by slice:
+    python tools/infer.py CONFIG --reference vol.nii.gz#60 --reference-mask lab.nii.gz#60 \
+        --images vol.nii.gz --out-dir out/ --propagate
+
+``--reference`` / ``--reference-mask`` may be repeated: k labelled references, used together by
+every method (README, "k references"); with ``--propagate`` several labelled slices of a
+volume bound the gaps between them.
 
 Only the config's model is used (its dataset part is ignored). Inputs are 2D files
 (PNG/TIFF/JPEG of any depth, DICOM), folders of them, one slice of a NIfTI volume
@@ -29,6 +37,12 @@ mask checked: readable, the target's size, with its panel; a damaged one is redo
 segments the others, ending with the same files and summary as one uninterrupted run; it is
 refused (exit 4) when ``manifest.json`` records other settings (``--overwrite`` redoes all).
 
+``--propagate`` segments each volume outward from its labelled slices, each slice's result the
+next slice's reference; a slice whose foreground area changes by more than
+``--max-area-change`` against its neighbour stops that chain (the slices beyond stay
+unlabelled; ``summary.json`` lists where and why). It recomputes every slice (no
+``--resume``).
+
 Exit codes: 0 done; 2 checkpoint problem; 3 input problem (some inputs unreadable: the others
 are written; no input at all; a bad reference); 4 a setting cannot be used; 5 an output cannot
 be written; 130 interrupted (finished targets are kept).
@@ -47,9 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='the method: a config file of configs/')
-    parser.add_argument('--reference', required=True, help='reference image (file or vol#slice)')
-    parser.add_argument('--reference-mask', required=True,
-                        help='its label map (file, or the label volume: lab.nii.gz#slice)')
+    parser.add_argument('--reference', required=True, action='append',
+                        help='reference image (file or vol#slice); repeat it for k references')
+    parser.add_argument('--reference-mask', required=True, action='append',
+                        help='its label map (file, or the label volume: lab.nii.gz#slice); '
+                        'one per --reference, in the same order')
     parser.add_argument('--images', nargs='+', required=True,
                         help='images, folders, volume slices (vol.nii.gz#42) or volumes')
     parser.add_argument('--out-dir', required=True,
@@ -71,6 +87,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                        'readable), segment the others')
     group.add_argument('--overwrite', action='store_true',
                        help='segment every target again, replacing what --out-dir holds')
+    parser.add_argument('--propagate', action='store_true',
+                        help='segment each volume slice by slice outward from its labelled '
+                        "slice(s), each result the next slice's reference")
+    parser.add_argument('--max-area-change', type=float, default=0.5, metavar='FRACTION',
+                        help='--propagate: a slice whose foreground area changes by more than '
+                        'this against its neighbour stops that chain (default 0.5)')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help="override the config's entries, e.g. model.head.num_iters=1")
     return parser.parse_args(argv)
@@ -141,8 +163,10 @@ def split_slice(path: str) -> Tuple[str, Optional[int]]:
     return file, int(index)
 
 
-def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int]]) -> Plan:
-    """Expand folders and volumes into targets; unreadable inputs are listed, not fatal."""
+def plan_targets(items: List[str], axis: int,
+                 references: List[Tuple[str, Optional[int]]]) -> Plan:
+    """Expand folders and volumes into targets (the references left out); unreadable inputs
+    are listed, not fatal."""
     plan = Plan()
     entries: List[Tuple[str, Optional[int]]] = []
     for item in items:
@@ -170,7 +194,7 @@ def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int
             seen.add(key)
             unique.append((path, index))
     names = plan.names = unique_names(sorted({p for p, _ in unique}))
-    ref_real = (osp.realpath(reference[0]), reference[1])
+    ref_real = {(osp.realpath(path), index) for path, index in references}
     for path, index in unique:
         if is_volume(path) and index is None:
             try:
@@ -181,9 +205,11 @@ def plan_targets(items: List[str], axis: int, reference: Tuple[str, Optional[int
             if len(shape) == 3:
                 plan.volumes[path] = shape
                 for z in range(shape[axis]):
-                    if (osp.realpath(path), z) != ref_real:
+                    if (osp.realpath(path), z) not in ref_real:
                         plan.targets.append(Target(path, z, f'{names[path]}_{z:04d}', path))
                 continue
+        if (osp.realpath(path), index) in ref_real:
+            continue
         name = names[path] if index is None else f'{names[path]}_{index:04d}'
         plan.targets.append(Target(path, index, name))
     return plan
@@ -257,7 +283,8 @@ def run_manifest(args: argparse.Namespace) -> dict:
                 reference=args.reference, reference_mask=args.reference_mask,
                 checkpoint=args.checkpoint, cfg_options=args.cfg_options or {},
                 num_classes=args.num_classes, axis=args.axis, binary_255=args.binary_255,
-                window=args.window)
+                window=args.window, propagate=args.propagate,
+                max_area_change=args.max_area_change if args.propagate else None)
 
 
 def check_manifest(args: argparse.Namespace, manifest: dict) -> None:
@@ -283,9 +310,10 @@ def check_manifest(args: argparse.Namespace, manifest: dict) -> None:
 
 
 def write_target(args: argparse.Namespace, inferencer: OneShotInferencer, target, t: Target,
-                 reference) -> np.ndarray:
-    """Segment one target; write its mask and panel. Returns its label map."""
-    pred = inferencer(target)
+                 reference, pred=None) -> np.ndarray:
+    """Segment one target (or take its ``pred``); write its mask and panel. Returns its label
+    map."""
+    pred = pred if pred is not None else inferencer(target)
     out = pred.labels * 255 if args.binary_255 and args.num_classes == 2 else pred.labels
     atomic_write_png(osp.join(args.out_dir, 'masks', t.name + '.png'), out)
     target_panel(osp.join(args.out_dir, 'panels', t.name + '.png'), target.image, pred.labels,
@@ -303,17 +331,36 @@ def run(args: argparse.Namespace) -> int:
     manifest = run_manifest(args)
     if args.resume:
         check_manifest(args, manifest)
-    reference = split_slice(args.reference)
-    ref_mask = split_slice(args.reference_mask)
-    ref_key = (reference[0], reference[1] if reference[1] is not None else ref_mask[1])
+    if len(args.reference) != len(args.reference_mask):
+        raise ConfigError(f'{len(args.reference)} --reference for {len(args.reference_mask)} '
+                          '--reference-mask: give one label map per reference, in order.')
+    if not args.max_area_change > 0:
+        raise ConfigError(f'--max-area-change {args.max_area_change}: must be > 0')
+    ref_keys = []  # (image, slice) of each reference; its label map (mask, slice)
+    refs = []
+    for image, mask in zip(args.reference, args.reference_mask):
+        reference, ref_mask = split_slice(image), split_slice(mask)
+        index = reference[1] if reference[1] is not None else ref_mask[1]
+        ref_keys.append((reference[0], index))
+        refs.append((reference[0], ref_mask[0], index))
     inferencer = OneShotInferencer(args.config, args.checkpoint, args.device, args.cfg_options,
                                    args.num_classes, window=parse_window(args.window))
     # A bad reference stops here, before any target.
-    ref = inferencer.set_reference(reference[0], ref_mask[0], ref_key[1], args.axis)
-    plan = plan_targets(args.images, args.axis, ref_key)
+    ref = inferencer.set_references(refs, args.axis)
+    plan = plan_targets(args.images, args.axis, ref_keys)
     if not plan.targets:
         listing = ''.join(f'\n  {m}' for m in plan.failed)
         raise OneShotDataError(f'no image to segment among the inputs.{listing}')
+    if args.propagate:
+        flat = [t.path for t in plan.targets if t.slice_index is None]
+        labelled = {osp.realpath(p) for p, z in ref_keys if z is not None}
+        alone = sorted({t.path for t in plan.targets if t.slice_index is not None
+                        and osp.realpath(t.path) not in labelled})
+        if flat or alone:
+            problems = ([f'{p}: not a volume' for p in flat[:3]]
+                        + [f'{p}: no --reference slice of it' for p in alone[:3]])
+            raise ConfigError('--propagate segments volumes from their labelled slices: '
+                              + '; '.join(problems))
     for sub in ('masks', 'panels'):
         check_writable_dir(osp.join(args.out_dir, sub))
     atomic_write_text(osp.join(args.out_dir, MANIFEST), json.dumps(manifest, indent=2))
@@ -337,31 +384,44 @@ def run(args: argparse.Namespace) -> int:
     # Memory: a transductive method is fitted on every target at once; any other method
     # streams them, one target in memory at a time.
     loaded = {}
-    if inferencer.model.transductive:
+    propagated: Dict[Tuple[str, int], object] = {}
+    if args.propagate:  # every slice, in chain order: all of a volume in memory
+        loaded = {i: target for i, t in track(list(enumerate(plan.targets)), 'loading targets')
+                  if (target := load(t)) is not None}
+        propagated, propagation_log = inferencer.propagate(list(loaded.values()),
+                                                           args.max_area_change)
+        for volume, entry in propagation_log.items():
+            for line in entry['stopped']:
+                print(f'{volume}: {line}', file=sys.stderr)
+    elif inferencer.model.transductive:
         loaded = {i: target for i, t in track(list(enumerate(plan.targets)), 'loading targets')
                   if (target := load(t)) is not None}
         if any(earlier(target, plan.targets[i]) is None for i, target in loaded.items()):
             inferencer.fit(list(loaded.values()))
-    ref_view = (ref.image.permute(1, 2, 0).cpu().numpy().astype(np.uint8), ref.labels)
+    ref_view = (ref.images[0].permute(1, 2, 0).cpu().numpy().astype(np.uint8), ref.labels[0])
     summary, volume_slices = [], {path: {} for path in plan.volumes}
     for i, t in track(list(enumerate(plan.targets)), 'segmenting targets'):
-        target = loaded.pop(i, None) if inferencer.model.transductive else load(t)
+        in_memory = args.propagate or inferencer.model.transductive
+        target = loaded.pop(i, None) if in_memory else load(t)
         if target is None:
             continue
-        labels = earlier(target, t)
+        pred = propagated.get((t.path, t.slice_index)) if args.propagate else None
+        labels = earlier(target, t) if not args.propagate else None
         if labels is None:
-            labels = write_target(args, inferencer, target, t, ref_view)
+            labels = write_target(args, inferencer, target, t, ref_view, pred)
         if t.volume is not None:
             volume_slices[t.volume][t.slice_index] = labels
         summary.append(dict(input=t.path, slice=t.slice_index, name=t.name,
                             mask=osp.join('masks', t.name + '.png'),
                             panel=osp.join('panels', t.name + '.png'),
-                            foreground_pixels=int((labels > 0).sum())))
+                            foreground_pixels=int((labels > 0).sum()),
+                            **({'propagation': pred.status} if pred is not None else {})))
     volumes = []
     for path, shape in plan.volumes.items():
         slices = volume_slices[path]
-        if osp.realpath(ref_key[0]) == osp.realpath(path):  # its reference slice: the labels
-            slices[ref_key[1]] = ref.labels
+        for (ref_path, index), labels in zip(ref_keys, ref.labels):
+            if osp.realpath(ref_path) == osp.realpath(path):  # a reference slice: its labels
+                slices[index] = labels
         outs = write_volume(args.out_dir, path, plan.names[path], shape, args.axis, slices,
                             inferencer.method_name)
         entry = dict(input=path, labels=osp.relpath(outs[0], args.out_dir))
@@ -371,7 +431,8 @@ def run(args: argparse.Namespace) -> int:
         print(f'{path}: label volume {" and ".join(outs)}')
     atomic_write_text(osp.join(args.out_dir, 'summary.json'), json.dumps(
         dict(config=args.config, method=inferencer.method_name, targets=summary,
-             volumes=volumes, skipped=sorted(plan.failed)), indent=2))
+             volumes=volumes, skipped=sorted(plan.failed),
+             **({'propagation': propagation_log} if args.propagate else {})), indent=2))
     print(f'{len(summary)} targets written to {args.out_dir}')
     if plan.failed:
         print(f'{len(plan.failed)} inputs could not be used:\n  ' + '\n  '.join(plan.failed),

@@ -18,6 +18,7 @@ from ..engine.targets import preprocess_targets
 from ..methods.base import HeadResult
 from ..sam.checkpoint import CheckpointError
 from ..segmentors.one_shot_sam import OneShotSAMSegmentor, ReferenceSet
+from ..segmentors.propagation import DEFAULT_MAX_AREA_CHANGE, propagate_targets
 from ..utils.atomic import WriteError
 from ..utils.cli import (
     EXIT_CHECKPOINT,
@@ -29,6 +30,7 @@ from ..utils.cli import (
     config_error_message,
     parse_cfg_options,
 )
+from ..utils.naming import sample_key
 
 
 def load_config(config, cfg_options=None) -> Config:
@@ -134,10 +136,11 @@ class Prediction:
     labels: np.ndarray
     results: Dict[int, HeadResult]
     prompts: Dict[int, dict]
+    status: str = 'segmented'  # a propagation's: also 'stopped' or 'not reached'
 
 
 class OneShotInferencer:
-    """Config + checkpoint + one labelled reference -> fit on the targets -> predictions.
+    """Config + checkpoint + labelled reference(s) -> fit on the targets -> predictions.
 
     Example::
 
@@ -171,9 +174,16 @@ class OneShotInferencer:
                       axis: int = 2) -> ReferenceSet:
         """Load, encode and prepare the labelled reference (a bad one raises here, before any
         target). Starts a new run: earlier fits are forgotten."""
-        info = dict(ref_img_path=image, ref_seg_map_path=mask, ref_slice_index=slice_index,
+        return self.set_references([(image, mask, slice_index)], axis)
+
+    def set_references(self, references: Sequence[Tuple[str, str, Optional[int]]],
+                       axis: int = 2) -> ReferenceSet:
+        """``set_reference`` with k labelled references, ``(image, mask, slice_index)`` each:
+        every method uses them together (README, "k references")."""
+        info = dict(references=tuple(dict(img_path=i, seg_map_path=m, slice_index=z)
+                                     for i, m, z in references),
                     axis=axis, num_classes=self.num_classes)
-        info['ref_img'], info['ref_seg_map'] = self.loader.load_reference(info)
+        info['ref_imgs'], info['ref_seg_maps'] = self.loader.load_references(info)
         self.model.begin_run()
         with torch.no_grad():
             self.reference = self.model.get_reference(info)
@@ -189,6 +199,23 @@ class OneShotInferencer:
     def fit(self, targets: Sequence['Target']) -> dict:
         """Fit a transductive method once on every target (others: nothing to do)."""
         return self.model.fit([t.tensor for t in targets], [t.meta for t in targets])
+
+    def propagate(self, targets: Sequence['Target'],
+                  max_area_change: float = DEFAULT_MAX_AREA_CHANGE
+                  ) -> Tuple[Dict[Tuple[str, int], Prediction], Dict[str, dict]]:
+        """Segment the slices of volumes by propagation from the labelled reference slices in
+        each (``segmentors.propagation``). Returns each slice's prediction by (path, slice)
+        and per volume the propagation's log (stopped chains, slices not reached)."""
+        results, log = propagate_targets(self.model, [t.tensor for t in targets],
+                                         [t.meta for t in targets], max_area_change)
+        out = {}
+        for t in targets:
+            r = results[sample_key(t.meta)]
+            labels = r.labels if r.labels is not None else np.zeros(t.image.shape[:2], np.uint8)
+            out[(t.meta['img_path'], t.meta['slice_index'])] = Prediction(
+                labels.astype(np.uint8), r.results,
+                {c: self.model.prompt_record(x) for c, x in r.results.items()}, r.status)
+        return out, log
 
     @torch.no_grad()
     def __call__(self, target: 'Target') -> Prediction:

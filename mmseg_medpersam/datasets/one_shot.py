@@ -10,11 +10,22 @@ from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from ..utils.naming import target_names
+from ..utils.naming import sample_key, target_names
 from .io import OneShotDataError, nifti_slice, volume_shape
 from .mni152 import get_task, is_prepared, prepare_mni152, slice_name
 
-Reference = Union[str, Dict[str, object]]
+#: One labelled reference (a stem or ``dict(img_path=..., seg_map_path=...)``), or several.
+Reference = Union[str, Dict[str, object], Sequence[Union[str, Dict[str, object]]]]
+
+
+def as_reference_list(reference) -> list:
+    """``reference=`` as a list of single references (a stem, a dict, or a list of them)."""
+    if isinstance(reference, (str, dict)):
+        return [reference]
+    refs = list(reference or [])
+    if not refs:
+        raise OneShotDataError('reference= is empty: name at least one labelled image.')
+    return refs
 
 
 class _OneShotClasses:
@@ -38,28 +49,35 @@ class _OneShotClasses:
         return palette
 
 
-def _attach_reference(data_list: List[dict], reference: dict, num_classes: int) -> List[dict]:
-    """Each target gets the reference's paths, the class count and a name unique in the task
+def _attach_references(data_list: List[dict], references: List[dict],
+                       num_classes: int) -> List[dict]:
+    """Each target gets the references (``references``: one ``dict(img_path, seg_map_path,
+    slice_index)`` per labelled image), the class count and a name unique in the task
     (``target_name``: output files of targets that share a file name must not collide)."""
+    refs = tuple(dict(img_path=r['img_path'], seg_map_path=r['seg_map_path'],
+                      slice_index=r.get('slice_index')) for r in references)
+    keys = [sample_key(r) for r in refs]
+    if len(set(keys)) != len(keys):
+        raise OneShotDataError(f'a reference is named twice: {keys}')
     for info, name in zip(data_list, target_names(data_list)):
         info['target_name'] = name
-        info['ref_img_path'] = reference['img_path']
-        info['ref_seg_map_path'] = reference['seg_map_path']
-        info['ref_slice_index'] = reference.get('slice_index')
+        info['references'] = refs
         info['num_classes'] = num_classes
     return data_list
 
 
 @DATASETS.register_module()
 class OneShotFolderDataset(_OneShotClasses, BaseSegDataset):
-    """Images in ``images/`` and masks of the same stem in ``masks/``; one of them is the reference.
+    """Images in ``images/`` and masks of the same stem in ``masks/``; some are references.
 
-    The reference pair is removed from the evaluated set and attached to every sample's
-    metainfo (``ref_img_path``, ``ref_seg_map_path``), so a segmentor needs no other input.
+    The reference pairs are removed from the evaluated set and attached to every sample's
+    metainfo (``references``), so a segmentor needs no other input.
 
     Args:
         reference: the reference's file stem relative to the image folder (e.g. ``'z090'``),
-            or ``dict(img_path=..., seg_map_path=...)`` for a pair stored elsewhere.
+            or ``dict(img_path=..., seg_map_path=...)`` for a pair stored elsewhere, or a list
+            of them: k labelled references (``['z080', 'z100']``), which every method uses
+            together (README, "k references").
     """
 
     METAINFO = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 255, 255]])
@@ -71,19 +89,21 @@ class OneShotFolderDataset(_OneShotClasses, BaseSegDataset):
         super().__init__(data_prefix=data_prefix, img_suffix=img_suffix,
                          seg_map_suffix=seg_map_suffix, **kwargs)
 
-    def _resolve_reference(self) -> dict:
-        if isinstance(self.reference, dict):
-            ref = dict(self.reference)
+    def _resolve_reference(self, reference: Union[str, dict]) -> dict:
+        if isinstance(reference, dict):
+            ref = dict(reference)
             for key in ('img_path', 'seg_map_path'):
                 if key not in ref:
                     raise OneShotDataError(f'reference dict needs {key!r}, got {sorted(ref)}')
                 if self.data_root and not osp.isabs(str(ref[key])):
                     ref[key] = osp.join(self.data_root, str(ref[key]))
             return ref
+        if not isinstance(reference, str):
+            raise OneShotDataError(f'a reference is a file stem or a dict, got {reference!r}')
         img_dir = self.data_prefix['img_path']
         ann_dir = self.data_prefix['seg_map_path']
-        return dict(img_path=osp.join(img_dir, self.reference + self.img_suffix),
-                    seg_map_path=osp.join(ann_dir, self.reference + self.seg_map_suffix))
+        return dict(img_path=osp.join(img_dir, reference + self.img_suffix),
+                    seg_map_path=osp.join(ann_dir, reference + self.seg_map_suffix))
 
     def _dangling_links(self, img_dir: str) -> List[dict]:
         """Image links whose target is gone: listed (their load fails and names them), never
@@ -104,19 +124,20 @@ class OneShotFolderDataset(_OneShotClasses, BaseSegDataset):
         if not osp.isdir(img_dir):
             raise OneShotDataError(f'{img_dir}: image folder not found.')
         data_list = super().load_data_list() + self._dangling_links(img_dir)
-        ref = self._resolve_reference()
-        for key in ('img_path', 'seg_map_path'):
-            if not osp.isfile(ref[key]):
-                raise OneShotDataError(f'{ref[key]}: reference file not found.')
-        ref_real = osp.realpath(ref['img_path'])
-        data_list = [d for d in data_list if osp.realpath(d['img_path']) != ref_real]
+        refs = [self._resolve_reference(r) for r in as_reference_list(self.reference)]
+        for ref in refs:
+            for key in ('img_path', 'seg_map_path'):
+                if not osp.isfile(ref[key]):
+                    raise OneShotDataError(f'{ref[key]}: reference file not found.')
+        ref_real = {osp.realpath(ref['img_path']) for ref in refs}
+        data_list = [d for d in data_list if osp.realpath(d['img_path']) not in ref_real]
         missing = [d['seg_map_path'] for d in data_list if not osp.isfile(d['seg_map_path'])]
         if missing:
             raise OneShotDataError(f'{missing[0]}: mask not found (and {len(missing) - 1} more); '
                                    'every image needs a mask of the same stem.')
         if not data_list:
-            raise OneShotDataError(f'{img_dir}: no images to segment besides the reference.')
-        return _attach_reference(data_list, ref, len(self.metainfo['classes']))
+            raise OneShotDataError(f'{img_dir}: no images to segment besides the references.')
+        return _attach_references(data_list, refs, len(self.metainfo['classes']))
 
 
 class MNI152Dataset(OneShotFolderDataset):
@@ -129,7 +150,7 @@ class MNI152Dataset(OneShotFolderDataset):
     Args:
         data_root: where the task's ``images/`` and ``masks/`` are (or are written); None
             takes ``data/mni152_<task>``.
-        reference: the reference slice's stem; None takes the task's.
+        reference: the reference slice's stem (or a list of stems); None takes the task's.
     """
 
     TASK = 'wm'
@@ -205,31 +226,64 @@ class NiftiSliceDataset(_OneShotClasses, BaseSegDataset):
 
     Args:
         volumes: list of ``dict(img=path, seg=path)`` pairs (relative to ``data_root``).
-        reference: ``dict(volume=index into volumes, slice=index)``: the labelled slice.
+        reference: ``dict(volume=index into volumes, slice=index)``: the labelled slice;
+            ``slice=[80, 100]`` or a list of such dicts: k labelled slices.
         axis: slicing axis (2 = axial for RAS volumes).
         slices: optional (start, stop, step) over the axis; default all slices.
         skip_empty: leave out slices whose label map has no foreground.
+        propagate: segment the slices by volume propagation from the labelled slices (each
+            slice's result the next one's reference; ``segmentors.propagation``) instead of
+            each from the labelled slices directly. Needs a labelled slice in every volume.
+        max_area_change: propagation's collapse bound: a slice whose foreground area changes
+            by more than this fraction against its neighbour stops that chain (reported).
     """
 
     METAINFO = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 255, 255]])
 
-    def __init__(self, volumes: Sequence[dict], reference: dict, axis: int = 2,
+    def __init__(self, volumes: Sequence[dict], reference: Union[dict, Sequence[dict]],
+                 axis: int = 2,
                  slices: Optional[Sequence[int]] = None, skip_empty: bool = False,
-                 **kwargs) -> None:
+                 propagate: bool = False, max_area_change: float = 0.5, **kwargs) -> None:
         self.volumes = [dict(v) for v in volumes]
-        self.ref_spec = dict(reference)
+        self.ref_specs = self._reference_slices(reference)
+        self.propagate = bool(propagate)
+        if not max_area_change > 0:
+            raise ValueError(f'NiftiSliceDataset: max_area_change must be > 0, got '
+                             f'{max_area_change!r}')
+        self.max_area_change = float(max_area_change)
+        if self.propagate:
+            unlabelled = sorted(set(range(len(self.volumes))) - {v for v, _ in self.ref_specs})
+            if unlabelled:
+                raise OneShotDataError(f'propagate=True: volumes {unlabelled} have no labelled '
+                                       'slice to propagate from (reference=dict(volume=i, '
+                                       'slice=z) for each)')
         self.axis = axis
         self.slices = slices
         self.skip_empty = skip_empty
         super().__init__(**kwargs)
+
+    @staticmethod
+    def _reference_slices(reference) -> List[tuple]:
+        """``(volume, slice)`` of every labelled slice of ``reference``."""
+        out = []
+        for spec in as_reference_list(reference):
+            if not isinstance(spec, dict) or 'slice' not in spec:
+                raise OneShotDataError(f'a NIfTI reference is dict(volume=i, slice=z), got '
+                                       f'{spec!r}')
+            slices = spec['slice'] if isinstance(spec['slice'], (list, tuple)) else [
+                spec['slice']]
+            out += [(int(spec.get('volume', 0)), int(z)) for z in slices]
+        return out
 
     def _path(self, path: str) -> str:
         return path if osp.isabs(path) or not self.data_root else osp.join(self.data_root, path)
 
     def load_data_list(self) -> List[dict]:
         data_list: List[dict] = []
-        ref_volume = int(self.ref_spec.get('volume', 0))
-        ref_slice = int(self.ref_spec['slice'])
+        for v, _ in self.ref_specs:
+            if not 0 <= v < len(self.volumes):
+                raise OneShotDataError(f'reference volume {v} is not one of the '
+                                       f'{len(self.volumes)} volumes')
         for v, pair in enumerate(self.volumes):
             img, seg = self._path(pair['img']), self._path(pair['seg'])
             for path in (img, seg):
@@ -243,14 +297,14 @@ class NiftiSliceDataset(_OneShotClasses, BaseSegDataset):
             depth = img_shape[self.axis]
             start, stop, step = (self.slices or (0, depth, 1))
             for z in range(start, min(stop, depth), step):
-                if v == ref_volume and z == ref_slice:
+                if (v, z) in self.ref_specs:
                     continue
                 if self.skip_empty and not np.any(nifti_slice(seg, z, self.axis)):
                     continue
                 data_list.append(dict(img_path=img, seg_map_path=seg, slice_index=z,
                                       axis=self.axis, label_map=self.label_map,
                                       reduce_zero_label=False, seg_fields=[]))
-        ref_pair = self.volumes[ref_volume]
-        ref = dict(img_path=self._path(ref_pair['img']), seg_map_path=self._path(ref_pair['seg']),
-                   slice_index=ref_slice)
-        return _attach_reference(data_list, ref, len(self.metainfo['classes']))
+        refs = [dict(img_path=self._path(self.volumes[v]['img']),
+                     seg_map_path=self._path(self.volumes[v]['seg']), slice_index=z)
+                for v, z in self.ref_specs]
+        return _attach_references(data_list, refs, len(self.metainfo['classes']))

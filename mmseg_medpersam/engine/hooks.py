@@ -63,9 +63,9 @@ class PanelVisualizationHook(_OutputDirHook):
             pred = sample.pred_sem_seg.data[0].cpu().numpy()
             gt = sample.gt_sem_seg.data[0].cpu().numpy() if 'gt_sem_seg' in sample else None
             reference = None
-            if sample.metainfo.get('ref_img') is not None:  # handed over by LoadOneShotImage
-                reference = (np.asarray(sample.metainfo['ref_img']).astype(np.uint8),
-                             np.asarray(sample.metainfo['ref_seg_map']))
+            if sample.metainfo.get('ref_imgs'):  # handed over by LoadOneShotImage; the first
+                reference = (np.asarray(sample.metainfo['ref_imgs'][0]).astype(np.uint8),
+                             np.asarray(sample.metainfo['ref_seg_maps'][0]))
             name = prediction_name(sample.metainfo)
             score = mean_foreground_dice(pred, gt, IGNORE_INDEX) if gt is not None else None
             title = f'{method} | {name}' + (f' | Dice {score:.3f}' if score is not None else '')

@@ -8,6 +8,9 @@
 * a target that cannot be read or used is reported by name and skipped: the others are still
   segmented and scored, the metrics file is written, and the loop then raises one error
   listing the failed files;
+* a dataset with ``propagate=True`` (``NiftiSliceDataset``) is segmented by volume
+  propagation from its labelled slices (``segmentors.propagation``) before any batch; the
+  batches then score those results;
 * the one metrics report (``out_file``): summary, per-class and per-image scores, prompt
   quality, skipped targets, the transductive fit's log and the run's facts.
 """
@@ -19,7 +22,7 @@ import os
 import os.path as osp
 import time
 from contextlib import contextmanager
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from mmengine.dist import all_gather_object, broadcast_object_list, get_rank, get_world_size
@@ -32,9 +35,10 @@ from mmseg.registry import LOOPS
 from ..datasets.io import IGNORE_INDEX, OneShotDataError
 from ..datasets.transforms import LoadOneShotImage
 from ..evaluation.report import write_report
+from ..segmentors.propagation import SliceResult, propagate_targets
 from ..utils.atomic import WriteError, atomic_write_text, check_writable_file
 from ..utils.masks import mean_foreground_dice
-from ..utils.naming import image_name, prediction_name
+from ..utils.naming import image_name, prediction_name, sample_key
 from .hooks import SaveMasksHook
 from .targets import preprocess_targets
 
@@ -96,13 +100,17 @@ class OneShotTestLoop(TestLoop):
         self.out_file = out_file
         self._per_image: List[str] = []  # the sidecar's lines so far
         self._sidecar_failed = False
+        self._propagated: Optional[Dict[str, SliceResult]] = None  # a propagation's results
 
     @torch.no_grad()
     def run_iter(self, idx, data_batch) -> None:
         """mmengine's step (predict, evaluate, hooks), then the target's line of the sidecar."""
         self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
-        with autocast(enabled=self.fp16):
-            outputs = self.runner.model.test_step(data_batch)
+        if self._propagated is not None:
+            outputs = self.propagated_outputs(data_batch)
+        else:
+            with autocast(enabled=self.fp16):
+                outputs = self.runner.model.test_step(data_batch)
         self.evaluator.process(data_samples=outputs, data_batch=data_batch)
         self.runner.call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch,
                               outputs=outputs)
@@ -134,7 +142,7 @@ class OneShotTestLoop(TestLoop):
         return model.module if is_model_wrapper(model) else model
 
     def check_reference(self) -> None:
-        """Load and prepare the reference now, so a bad one stops the run before any target.
+        """Load and prepare the references now, so a bad one stops the run before any target.
 
         It is read by the pipeline's ``LoadOneShotImage`` (which then hands it to every
         sample) and prepared by the model.
@@ -145,9 +153,9 @@ class OneShotTestLoop(TestLoop):
         if not len(dataset) or not loaders or not hasattr(self.model, 'get_reference'):
             return
         info = dataset.get_data_info(0)
-        ref_img, ref_seg_map = loaders[0].load_reference(info)
+        ref_imgs, ref_seg_maps = loaders[0].load_references(info)
         with torch.no_grad():
-            self.model.get_reference(dict(info, ref_img=ref_img, ref_seg_map=ref_seg_map))
+            self.model.get_reference(dict(info, ref_imgs=ref_imgs, ref_seg_maps=ref_seg_maps))
 
     def iter_batches(self, failures: List[str]):
         """Batches of this rank's dataloader; a sample that fails to load is skipped."""
@@ -189,6 +197,40 @@ class OneShotTestLoop(TestLoop):
             self.model.fit_states, log = shared
         return log
 
+    def propagate(self, failures: List[str]) -> Optional[dict]:
+        """Segment every target by volume propagation (the dataset's ``propagate=True``),
+        on rank 0, the results shared; returns the propagation's log per volume."""
+        log = None
+        if get_rank() == 0:
+            images, metas = self.all_targets(failures)
+            start = time.perf_counter()
+            results, log = propagate_targets(self.model, images, metas,
+                                             self.dataloader.dataset.max_area_change)
+            for volume, entry in log.items():
+                for line in entry['stopped']:
+                    print_log(f'{volume}: {line}', logger='current', level=logging.WARNING)
+            log = dict(volumes=log, seconds=round(time.perf_counter() - start, 2))
+            self._propagated = results
+        if get_world_size() > 1:
+            shared = [self._propagated, log]
+            broadcast_object_list(shared, src=0)
+            self._propagated, log = shared
+        return log
+
+    def propagated_outputs(self, data_batch) -> list:
+        """The batch's samples (with their labels, for the metrics) holding the propagation's
+        results as predictions."""
+        data = self.model.data_preprocessor(data_batch, False)
+        outputs = []
+        for image, sample in zip(data['inputs'], data['data_samples']):
+            result = self._propagated.get(sample_key(sample.metainfo))
+            if result is None:
+                raise OneShotDataError(f'{image_name(sample.metainfo)}: no propagation result')
+            h, w = sample.metainfo.get('img_shape', image.shape[-2:])
+            outputs.append(self.model.fill_sample(sample, result.results, (h, w),
+                                                  result.seconds))
+        return outputs
+
     def run(self) -> dict:
         start = time.perf_counter()
         if self.out_file:  # before any work: a report that cannot be written is known now
@@ -201,8 +243,11 @@ class OneShotTestLoop(TestLoop):
             self.model.begin_run()
         self.check_reference()
         failures: List[str] = []
-        fit_log = None
-        if getattr(self.model, 'transductive', False):
+        fit_log = propagation = None
+        self._propagated = None
+        if getattr(self.dataloader.dataset, 'propagate', False):
+            propagation = self.propagate(failures)
+        elif getattr(self.model, 'transductive', False):
             fit_log = self.fit(failures)
         for idx, data_batch in enumerate(self.iter_batches(failures)):
             try:
@@ -227,7 +272,7 @@ class OneShotTestLoop(TestLoop):
                       logger='current')  # before any file: a failed write loses nothing
             try:
                 write_report(self.out_file, metrics, details, skipped=failures,
-                             transductive=fit_log, run=run)
+                             transductive=fit_log, run=run, propagation=propagation)
             except WriteError as e:
                 kept = ('' if self._sidecar_failed else '; every target\'s score is in '
                         + sidecar_path(self.out_file, get_rank(), get_world_size()))

@@ -34,7 +34,8 @@ def finite(value):
 
 
 def write_report(path: str, metrics: dict, details: dict, skipped: List[str],
-                 transductive: Optional[dict], run: dict) -> None:
+                 transductive: Optional[dict], run: dict,
+                 propagation: Optional[dict] = None) -> None:
     """Write the run's report to ``path`` (see module docstring)."""
     out = {}
     for key, value in metrics.items():
@@ -47,6 +48,8 @@ def write_report(path: str, metrics: dict, details: dict, skipped: List[str],
     out['skipped'] = list(skipped)
     if transductive is not None:
         out['transductive'] = transductive
+    if propagation is not None:
+        out['propagation'] = propagation
     out['run'] = run
     atomic_write_text(path, json.dumps(finite(out), indent=2, allow_nan=False))
 

@@ -1,7 +1,8 @@
 """The interface every method implements: fit once, then predict each target with that fit.
 
-A method is a head of ``OneShotSAMSegmentor``. ``fit`` runs once per reference: on the
-reference alone (PerSAM-F's fusion weights, Matcher's reference features) or, for
+A method is a head of ``OneShotSAMSegmentor``. ``fit`` runs once per reference set (one
+labelled image, or k of them used together): on the references alone (PerSAM-F's fusion
+weights, Matcher's reference features) or, for
 ``transductive`` methods (Med-PerSAM), on the reference and every unlabeled target. Whatever it
 fits comes back as a typed ``FitState`` that the segmentor hands to ``predict`` for each target
 and class; a head keeps nothing between calls. No method ever sees a target's label.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch.nn as nn
 from torch import Tensor
@@ -19,8 +20,17 @@ from ..prompts.context import PromptContext, ReferenceContext
 from ..prompts.structures import Prompts
 from ..sam.backend import SAMBackend
 
-#: A reference's classes: label -> its ``ReferenceContext``.
+#: One labelled reference image's classes: label -> its ``ReferenceContext``.
 ReferenceClasses = Dict[int, ReferenceContext]
+
+
+def class_references(references: Sequence[ReferenceClasses]) -> Dict[int, List[ReferenceContext]]:
+    """Per class, its ``ReferenceContext`` in every reference that labels it (in order)."""
+    out: Dict[int, List[ReferenceContext]] = {}
+    for classes in references:
+        for c, ref in classes.items():
+            out.setdefault(c, []).append(ref)
+    return dict(sorted(out.items()))
 
 
 @dataclass
@@ -86,11 +96,15 @@ class BaseOneShotHead(nn.Module, metaclass=ABCMeta):
     transductive = False
     method_name = 'one-shot head'
 
-    def fit(self, sam: Optional[SAMBackend], reference: ReferenceClasses,
-            targets: Sequence[TargetImage] = ()) -> Optional[FitState]:
-        """Fit on the reference (and, transductive methods, the unlabeled ``targets``).
+    def fit(self, sam: Optional[SAMBackend], references: Sequence[ReferenceClasses],
+            targets: Sequence[TargetImage] = (), init: Optional[FitState] = None
+            ) -> Optional[FitState]:
+        """Fit on the labelled ``references`` (one ``ReferenceClasses`` per labelled image;
+        usually one) and, transductive methods, the unlabeled ``targets``.
 
-        Default: nothing to fit (None).
+        ``init``: a fit of a similar task to start from, which a method may use to fit faster
+        (volume propagation hands over the neighbouring slice's fit); a method that cannot
+        use it fits from scratch. Default: nothing to fit (None).
         """
         return None
 
@@ -100,4 +114,5 @@ class BaseOneShotHead(nn.Module, metaclass=ABCMeta):
         """Segment the target of ``ctx`` for the reference's class, with ``fit``'s state."""
 
 
-__all__ = ['BaseOneShotHead', 'FitState', 'HeadResult', 'ReferenceClasses', 'TargetImage']
+__all__ = ['BaseOneShotHead', 'FitState', 'HeadResult', 'ReferenceClasses', 'TargetImage',
+           'class_references']

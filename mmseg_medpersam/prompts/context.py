@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +94,9 @@ class PromptContext:
     """One target image being segmented for one class, at one refinement step.
 
     Attributes:
-        reference: the class's reference.
+        reference: the class's (first) reference.
+        more_references: the class in the other labelled references (k references:
+            ``references`` is all of them, ``reference`` first).
         target: SAM's embedding of the target image (None when a method runs without SAM).
         image: (3, H, W) float RGB 0..255 target image.
         mask: (H, W) bool current mask (warped reference, or SAM's last output), if any.
@@ -106,10 +108,16 @@ class PromptContext:
     reference: ReferenceContext
     target: Optional[ImageEmbedding]
     image: Tensor
+    more_references: Tuple[ReferenceContext, ...] = ()
     mask: Optional[Tensor] = None
     logits: Optional[Tensor] = None
     target_key: Optional[str] = None
     cache: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def references(self) -> Tuple[ReferenceContext, ...]:
+        """Every labelled reference of this class (``reference`` first)."""
+        return (self.reference, *self.more_references)
 
     @property
     def original_size(self):

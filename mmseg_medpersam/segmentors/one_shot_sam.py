@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -15,10 +15,17 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from ..datasets.io import OneShotDataError
-from ..methods.base import BaseOneShotHead, FitState, HeadResult, TargetImage
+from ..methods.base import (
+    BaseOneShotHead,
+    FitState,
+    HeadResult,
+    ReferenceClasses,
+    TargetImage,
+    class_references,
+)
 from ..prompts.context import PromptContext, ReferenceContext
 from ..utils.masks import merge_class_logits
-from ..utils.naming import sample_key
+from ..utils.naming import references_key, sample_key
 from .base import OneShotSegmentorBase
 
 #: ``seg_logits`` of a class the reference does not label.
@@ -27,16 +34,22 @@ NO_CLASS_LOGIT = -1e4
 
 @dataclass
 class ReferenceSet:
-    """A loaded reference: its image, one ``ReferenceContext`` per labelled class, and the
-    method's fit on the reference alone (None for a transductive method: see ``fit``)."""
+    """The loaded references of a run (one labelled image, or k used together): per image its
+    ``ReferenceContext`` per labelled class, and the method's fit on the references alone
+    (None for a transductive method: see ``fit``)."""
 
     key: str
-    img_path: str
-    seg_map_path: str
-    image: Tensor
-    labels: np.ndarray
-    classes: Dict[int, ReferenceContext] = field(default_factory=dict)
+    img_paths: List[str]
+    seg_map_paths: List[str]
+    images: List[Tensor]
+    labels: List[np.ndarray]
+    views: List[ReferenceClasses] = field(default_factory=list)
     state: Optional[FitState] = None
+
+    @property
+    def classes(self) -> Dict[int, List[ReferenceContext]]:
+        """Per labelled class, its context in every reference that labels it."""
+        return class_references(self.views)
 
 
 @MODELS.register_module()
@@ -48,8 +61,9 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
     class with the highest logit). Prompts used are stored with each prediction.
 
     A run: ``begin_run`` -> ``fit`` on every unlabeled target (transductive methods, once)
-    -> ``predict``. The reference comes with each sample (``ref_img``, ``ref_seg_map``, loaded
-    by the pipeline's ``LoadOneShotImage``); the model reads no file and never a target label.
+    -> ``predict``. The references come with each sample (``references``, ``ref_imgs``,
+    ``ref_seg_maps``, loaded by the pipeline's ``LoadOneShotImage``); the model reads no file
+    and never a target label. With k references every method uses all of them together.
 
     Args:
         sam: ``SAMBackend`` config; None for a method that needs no SAM (warp-only ablation).
@@ -95,8 +109,8 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
     # ------------------------------------------------------------------ reference
     @staticmethod
     def reference_key(metainfo: dict) -> str:
-        """Which reference a sample uses (its image's path and slice)."""
-        return sample_key(metainfo, prefix='ref_')
+        """Which references a sample uses (each image's path and slice)."""
+        return references_key(metainfo.get('references') or ())
 
     def _num_classes(self, metainfo: dict) -> int:
         num = self.num_classes or metainfo.get('num_classes')
@@ -106,32 +120,40 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
         return int(num)
 
     def get_reference(self, metainfo: dict) -> ReferenceSet:
-        """Encode and prepare the sample's reference (once per reference and run); a method
-        that fits on the reference alone is fitted here."""
+        """Encode and prepare the sample's references (once per reference set and run); a
+        method that fits on the references alone is fitted here."""
         key = self.reference_key(metainfo)
         if key in self._references:
             return self._references[key]
-        if metainfo.get('ref_img') is None or metainfo.get('ref_seg_map') is None:
+        refs = metainfo.get('references') or ()
+        images, label_maps = metainfo.get('ref_imgs'), metainfo.get('ref_seg_maps')
+        if not refs or images is None or label_maps is None or len(images) != len(refs):
             raise OneShotDataError(
                 'no reference with the sample: load the data with LoadOneShotImage (the one-shot '
-                'pipelines do), which hands the reference image and label map over.')
-        image, labels = metainfo['ref_img'], np.asarray(metainfo['ref_seg_map'])
-        present = [int(c) for c in np.unique(labels) if c != 0]
-        image_t = torch.as_tensor(np.asarray(image)).permute(2, 0, 1).float().to(self.device)
-        emb = self.sam.encode(image_t, key='ref:' + key) if self.sam is not None else None
-        ref = ReferenceSet(key, metainfo.get('ref_img_path'), metainfo.get('ref_seg_map_path'),
-                           image_t, labels)
-        label_map = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-        for c in present:
-            ref.classes[c] = ReferenceContext(image_t, label_map == c, emb, key=key, label=c,
-                                              label_map=label_map)
-        missing = set(range(1, self._num_classes(metainfo))) - set(present)
+                'pipelines do), which hands the reference images and label maps over.')
+        ref = ReferenceSet(key, [r['img_path'] for r in refs], [r['seg_map_path'] for r in refs],
+                           [], [])
+        for info, image, labels in zip(refs, images, label_maps):
+            labels = np.asarray(labels)
+            image_key = sample_key(info)
+            image_t = torch.as_tensor(np.asarray(image)).permute(2, 0, 1).float().to(self.device)
+            emb = (self.sam.encode(image_t, key='ref:' + image_key)
+                   if self.sam is not None else None)
+            label_map = torch.from_numpy(labels.astype(np.int64)).to(self.device)
+            ref.images.append(image_t)
+            ref.labels.append(labels)
+            ref.views.append({int(c): ReferenceContext(image_t, label_map == c, emb,
+                                                       key=image_key, label=int(c),
+                                                       label_map=label_map)
+                              for c in np.unique(labels) if c != 0})
+        missing = set(range(1, self._num_classes(metainfo))) - set(ref.classes)
         if missing:
-            print_log(f'{ref.seg_map_path}: classes {sorted(missing)} have no reference pixels '
-                      'and will not be predicted.', logger='current', level=logging.WARNING)
+            print_log(f'{", ".join(ref.seg_map_paths)}: classes {sorted(missing)} have no '
+                      'reference pixels and will not be predicted.', logger='current',
+                      level=logging.WARNING)
         if not self.head.transductive:
             with torch.no_grad():
-                ref.state = self.head.fit(self.sam, ref.classes)
+                ref.state = self.head.fit(self.sam, ref.views)
         self._references[key] = ref
         return ref
 
@@ -151,31 +173,54 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
         for ref_key, idx in groups.items():
             ref = self.get_reference(metainfos[idx[0]])
             targets = [TargetImage(images[i], sample_key(metainfos[i])) for i in idx]
-            self.fit_states[ref_key] = self.head.fit(self.sam, ref.classes, targets)
+            self.fit_states[ref_key] = self.head.fit(self.sam, ref.views, targets)
         return {k: s.log for k, s in self.fit_states.items()}
 
-    def _state(self, ref: ReferenceSet, target: TargetImage) -> Optional[FitState]:
+    def _state(self, ref: ReferenceSet, target: TargetImage,
+               init: Optional[FitState] = None) -> Optional[FitState]:
         """The fit that covers ``target``; a transductive method not fitted on it is fitted on
-        the reference and this target alone (one target at a time, e.g. ``inference_model``)."""
+        the reference and this target alone (one target at a time, e.g. ``inference_model``),
+        starting from ``init`` if given."""
         if not self.head.transductive:
             return ref.state
         state = self.fit_states.get(ref.key)
         if state is None or not state.covers(target.key):
             with torch.no_grad():
-                state = self.head.fit(self.sam, ref.classes, [target])
+                state = self.head.fit(self.sam, ref.views, [target], init=init)
         return state
 
     # ------------------------------------------------------------------ prediction
     def segment(self, image: Tensor, metainfo: dict) -> Dict[int, HeadResult]:
         """Per-class head results for one (3, H, W) RGB target image."""
+        return self._segment(image, metainfo)[0]
+
+    def _segment(self, image: Tensor, metainfo: dict, init: Optional[FitState] = None
+                 ) -> Tuple[Dict[int, HeadResult], Optional[FitState]]:
         ref = self.get_reference(metainfo)
         target = TargetImage(image, sample_key(metainfo))
-        state = self._state(ref, target)
+        state = self._state(ref, target, init)
         emb = self.sam.encode(image, key=target.key) if self.sam is not None else None
-        return {c: self.head.predict(self.sam, PromptContext(reference=ref_ctx, target=emb,
-                                                             image=image, target_key=target.key),
-                                     state)
-                for c, ref_ctx in ref.classes.items()}
+        results = {c: self.head.predict(self.sam, PromptContext(
+                       reference=refs[0], more_references=tuple(refs[1:]), target=emb,
+                       image=image, target_key=target.key), state)
+                   for c, refs in ref.classes.items()}
+        return results, state
+
+    def segment_from(self, image: Tensor, metainfo: dict, reference: dict,
+                     init: Optional[FitState] = None
+                     ) -> Tuple[Dict[int, HeadResult], Optional[FitState]]:
+        """Segment one target with the reference given (``references``, ``ref_imgs``,
+        ``ref_seg_maps``) in place of its own, keeping nothing of it afterwards (one step of a
+        volume propagation: every slice has its own reference). A transductive method is
+        fitted on this target, starting from ``init`` (the neighbour's fit); returns the
+        results and the fit."""
+        meta = dict(metainfo, **reference)
+        key = self.reference_key(meta)
+        try:
+            return self._segment(image, meta, init)
+        finally:
+            self._references.pop(key, None)
+            self.fit_states.pop(key, None)
 
     @staticmethod
     def class_logits(results: Dict[int, HeadResult], size, num_classes: int) -> Tensor:
@@ -214,16 +259,22 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
         for image, emb, sample in zip(crops, embeddings, data_samples):
             start = time.perf_counter()
             results = self.segment(image, sample.metainfo)
-            labels = self.merge_classes(results, tuple(image.shape[-2:]))
-            num = max([self._num_classes_or_two(sample.metainfo)] + [c + 1 for c in results])
-            sample.set_data({'pred_sem_seg': PixelData(data=labels[None]),
-                             'seg_logits': PixelData(data=self.class_logits(
-                                 results, tuple(image.shape[-2:]), num))})
-            sample.set_field({c: self.prompt_record(r) for c, r in results.items()},
-                             'prompts', field_type='metainfo')
             seconds = time.perf_counter() - start + (emb.encode_seconds if emb else 0.0)
-            sample.set_field(seconds, 'predict_seconds', field_type='metainfo')
+            self.fill_sample(sample, results, tuple(image.shape[-2:]), seconds)
         return data_samples
+
+    def fill_sample(self, sample: SegDataSample, results: Dict[int, HeadResult], size,
+                    seconds: float) -> SegDataSample:
+        """Store a target's per-class results in its sample as mmseg does (``pred_sem_seg``,
+        ``seg_logits``) with its prompts and ``predict_seconds``."""
+        labels = self.merge_classes(results, size)
+        num = max([self._num_classes_or_two(sample.metainfo)] + [c + 1 for c in results])
+        sample.set_data({'pred_sem_seg': PixelData(data=labels[None]),
+                         'seg_logits': PixelData(data=self.class_logits(results, size, num))})
+        sample.set_field({c: self.prompt_record(r) for c, r in results.items()},
+                         'prompts', field_type='metainfo')
+        sample.set_field(seconds, 'predict_seconds', field_type='metainfo')
+        return sample
 
     def _num_classes_or_two(self, metainfo: dict) -> int:
         return int(self.num_classes or metainfo.get('num_classes') or 2)

@@ -25,6 +25,11 @@ def sample_key(metainfo: dict, prefix: str = '') -> str:
     return f'{path}' if index is None else f'{path}#{index}'
 
 
+def references_key(references) -> str:
+    """A stable key for a sample's set of references (``sample_key`` of each, in order)."""
+    return ' + '.join(sample_key(r) for r in references)
+
+
 def image_name(metainfo: dict) -> str:
     """How reports name an image: its file name, and ``#42`` for slice 42 of a volume."""
     name = osp.basename(metainfo.get('img_path') or '')
@@ -77,5 +82,5 @@ def prediction_name(metainfo: dict) -> str:
     return name if index is None else f'{name}_{int(index):04d}'
 
 
-__all__ = ['IMAGE_SUFFIXES', 'file_stem', 'sample_key', 'image_name', 'unique_names',
-           'target_names', 'prediction_name']
+__all__ = ['IMAGE_SUFFIXES', 'file_stem', 'sample_key', 'references_key', 'image_name',
+           'unique_names', 'target_names', 'prediction_name']

@@ -1,4 +1,4 @@
 """Figures: per-target panels, method-by-target grids, per-image Dice plots."""
-from .panels import dice_plot, method_grid, target_panel
+from .panels import dice_plot, distance_plot, method_grid, target_panel
 
-__all__ = ['target_panel', 'method_grid', 'dice_plot']
+__all__ = ['target_panel', 'method_grid', 'dice_plot', 'distance_plot']

@@ -12,7 +12,14 @@ from ...prompts.context import PromptContext
 from ...prompts.structures import Prompts, decode_prompts
 from ...sam.backend import SAMBackend
 from ...utils.validate import check_number
-from ..base import BaseOneShotHead, FitState, HeadResult, ReferenceClasses, TargetImage
+from ..base import (
+    BaseOneShotHead,
+    FitState,
+    HeadResult,
+    ReferenceClasses,
+    TargetImage,
+    class_references,
+)
 from .instance_scoring import ScoreConfig, score_and_merge
 from .prompt_sampler import MatcherReference
 from .requirements import check_matcher_packages
@@ -58,11 +65,12 @@ class MatcherHead(BaseOneShotHead):
         self.decode_batch = decode_batch
         self.score_cfg = ScoreConfig(**(score or {}))
 
-    def fit(self, sam: SAMBackend, reference: ReferenceClasses,
-            targets: Sequence[TargetImage] = ()) -> MatcherState:
-        """The reference's features and each class's foreground patches."""
-        return MatcherState({c: self.prompt_sampler.reference(ref)
-                             for c, ref in reference.items()})
+    def fit(self, sam: SAMBackend, references: Sequence[ReferenceClasses],
+            targets: Sequence[TargetImage] = (), init: Optional[FitState] = None) -> MatcherState:
+        """The references' features and each class's foreground patches (k references: all
+        their patches matched and scored together)."""
+        return MatcherState({c: self.prompt_sampler.reference(refs)
+                             for c, refs in class_references(references).items()})
 
     def predict(self, sam: SAMBackend, ctx: PromptContext,
                 state: Optional[MatcherState] = None) -> HeadResult:

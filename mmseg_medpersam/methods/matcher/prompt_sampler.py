@@ -10,7 +10,7 @@ together with the matching, which the head needs to score and merge the candidat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -99,12 +99,16 @@ class MatcherPromptSampler(torch.nn.Module):
         return self.cache.get_or_compute(key, lambda: self.encoder.patch_features(image,
                                                                                   embedding))
 
-    def reference(self, ref: ReferenceContext) -> MatcherReference:
-        """The reference's features (computed once for all its classes) and this class's
-        foreground patches."""
-        feats = self.features(ref.image, ref.embedding, 'ref:' + ref.key)
-        fg = reference_patch_mask(ref.mask.cpu().numpy(), self.encoder.grid_size)
-        return MatcherReference(feats, fg)
+    def reference(self, refs: Sequence[ReferenceContext]) -> MatcherReference:
+        """The references' features (each computed once for all its classes) and this class's
+        foreground patches; k references are one bank of patches, matched together."""
+        feats, fgs = [], []
+        for ref in refs:
+            feats.append(self.features(ref.image, ref.embedding, 'ref:' + ref.key))
+            fgs.append(reference_patch_mask(ref.mask.cpu().numpy(), self.encoder.grid_size))
+        if len(refs) == 1:
+            return MatcherReference(feats[0], fgs[0])
+        return MatcherReference(torch.cat(feats), np.concatenate([f.reshape(-1) for f in fgs]))
 
     def forward(self, ctx: PromptContext, reference: MatcherReference) -> MatcherSample:
         """Match ``reference`` to the target of ``ctx`` and sample the prompt sets."""

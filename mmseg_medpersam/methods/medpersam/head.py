@@ -1,6 +1,7 @@
 """Med-PerSAM: a warping model turns the reference label into prompts that SAM refines."""
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence
@@ -10,14 +11,23 @@ from mmengine.logging import print_log
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ...prompts.context import PromptContext, ReferenceContext
+from ...prompts.context import PromptContext
 from ...prompts.structures import Prompts, decode_union
 from ...sam.backend import SAMBackend
 from ...utils.masks import dice, iou
 from ...utils.progress import track
 from ...utils.validate import check_number
-from ..base import BaseOneShotHead, FitState, HeadResult, ReferenceClasses, TargetImage
+from ..base import (
+    BaseOneShotHead,
+    FitState,
+    HeadResult,
+    ReferenceClasses,
+    TargetImage,
+    class_references,
+)
 from ..refinement import logits_to_mask, to_image_logits
+from .label_fusion import LocallyWeightedVoting  # noqa: F401  (registers it)
+from .warping.warping_model import to_gray
 
 RGB_MAX = 255.0  # images reach heads as RGB 0..255
 
@@ -62,9 +72,11 @@ DEFAULT_PROMPTS = (
 class MedPerSAMHead(BaseOneShotHead):
     """Warp the reference mask onto the target, prompt SAM with it, refine iteratively.
 
-    1. A ``WarpingModel`` (one per reference) is fitted on the reference and the unlabeled
+    1. A ``WarpingModel`` (one per reference set) is fitted on the reference and the unlabeled
        targets (``L_warp`` + ``L_aug``); the reference mask of each class is warped onto every
-       target (the prior).
+       target (the prior). With k references the model is fitted with all of them (every
+       reference warped to every target), and their warped masks are fused per pixel by
+       ``label_fusion`` (local image similarity: multi-atlas label fusion).
     2. The prompt generators (mask logits, ``g_box``, ``g_point``: composable in config) turn
        the current mask into prompts; SAM's best output (by predicted IoU) becomes the current
        mask; repeat up to ``num_iters`` times, or until the mask changes by less than
@@ -79,6 +91,8 @@ class MedPerSAMHead(BaseOneShotHead):
 
     Args:
         warping: ``WarpingModel`` config.
+        label_fusion: how k warped references become one prior (default
+            ``LocallyWeightedVoting``; unused with one reference).
         prompt_generators: prompt generator configs, merged into one prompt per SAM call.
         use_sam: False gives the warp-only ablation: the warped mask is the prediction.
         num_iters: refinement iterations K (SAM calls per target and class).
@@ -101,7 +115,7 @@ class MedPerSAMHead(BaseOneShotHead):
     def method_name(self) -> str:
         return 'Med-PerSAM' if self.use_sam else 'Warp only'
 
-    def __init__(self, warping: Optional[dict] = None,
+    def __init__(self, warping: Optional[dict] = None, label_fusion: Optional[dict] = None,
                  prompt_generators: Sequence[dict] = DEFAULT_PROMPTS, use_sam: bool = True,
                  num_iters: int = 3, stop_iou: float = 0.98, multimask_output: bool = True,
                  retrain_rounds: int = 1, prior_threshold: float = 0.5,
@@ -117,6 +131,7 @@ class MedPerSAMHead(BaseOneShotHead):
         check_number(name, 'min_sam_agreement', min_sam_agreement, minimum=0, maximum=1)
         self.warping_cfg = dict(warping or dict(type='WarpingModel'))
         MODELS.build(dict(self.warping_cfg))  # a bad warping setting fails now, before any work
+        self.label_fusion = MODELS.build(dict(label_fusion or dict(type='LocallyWeightedVoting')))
         self.prompt_generators = torch.nn.ModuleList(
             [MODELS.build(dict(cfg)) for cfg in prompt_generators])
         self.use_sam = use_sam
@@ -133,31 +148,42 @@ class MedPerSAMHead(BaseOneShotHead):
         return MODELS.build(dict(self.warping_cfg)).to(device)
 
     @staticmethod
-    def _foreground(reference: ReferenceContext) -> Tensor:
-        labels = reference.label_map if reference.label_map is not None else reference.mask
+    def _foreground(reference: ReferenceClasses) -> Tensor:
+        """The union of a reference image's labelled classes."""
+        ref = next(iter(reference.values()))
+        labels = ref.label_map if ref.label_map is not None else ref.mask
         return labels > 0
 
     @torch.no_grad()
-    def fit(self, sam: Optional[SAMBackend], reference: ReferenceClasses,
-            targets: Sequence[TargetImage] = ()) -> MedPerSAMState:
+    def fit(self, sam: Optional[SAMBackend], references: Sequence[ReferenceClasses],
+            targets: Sequence[TargetImage] = (), init: Optional[FitState] = None
+            ) -> MedPerSAMState:
         """The whole transductive procedure: fit -> refine every target -> retrain -> ...
 
-        1. The warping model is fitted on the reference and the unlabeled targets, and the
-           reference's class masks are warped onto every target (one flow, every class).
+        1. The warping model is fitted on the references and the unlabeled targets, and the
+           references' class masks are warped onto every target (one flow per reference,
+           every class; k references fused by ``label_fusion``).
         2. Each of ``retrain_rounds`` rounds refines every target with SAM (``predict``'s
            procedure) and retrains the warping model on the trusted refinements
            (``_pseudo_labels``), then warps again. A round without any trusted refinement
            ends the rounds: the state keeps that round's predictions, which the priors would
            only reproduce.
+
+        With ``init`` (a volume propagation step: the neighbouring slice's fit) the warping
+        model starts from ``init``'s network for ``warping.warm_start_iters`` steps and there
+        is no retraining: the step's refined result becomes the next step's reference anyway.
         """
-        ref = next(iter(reference.values()))
-        ref_image, fg = unit_range(ref.image), self._foreground(ref)
+        views = list(references)
+        ref_images = [unit_range(next(iter(v.values())).image) for v in views]
+        fgs = [self._foreground(v) for v in views]
         images = [unit_range(t.image) for t in targets]
-        warper = self._new_warper(ref.image.device)
+        warm = isinstance(init, MedPerSAMState)
+        warper = copy.deepcopy(init.warper) if warm else self._new_warper(ref_images[0].device)
         start = time.perf_counter()
-        log: Dict[str, Any] = dict(fit=dict(warper.fit(ref_image, fg, images)), rounds=[])
-        state = MedPerSAMState(warper, self._warp(warper, reference, images, targets), log)
-        rounds = self.retrain_rounds if sam is not None and self.use_sam else 0
+        log: Dict[str, Any] = dict(fit=dict(warper.fit(ref_images, fgs, images, warm_start=warm)),
+                                   rounds=[], references=len(views), warm_start=warm)
+        state = MedPerSAMState(warper, self._warp(warper, views, images, targets), log)
+        rounds = self.retrain_rounds if sam is not None and self.use_sam and not warm else 0
         if rounds:  # every target is refined in each round and at the end: encode them once
             step = 8 if sam.device.type == 'cuda' else 1
             for i in track(range(0, len(targets), step), 'encoding the targets',
@@ -165,7 +191,7 @@ class MedPerSAMHead(BaseOneShotHead):
                 chunk = targets[i:i + step]
                 sam.encode_many([t.image for t in chunk], [t.key for t in chunk])
         for round_ in range(rounds):
-            results = {t.key: self._predict_classes(sam, reference, t, state)
+            results = {t.key: self._predict_classes(sam, views, t, state)
                        for t in track(targets, f'retraining round {round_ + 1}: refining '
                                       'every target')}
             pseudo = self._pseudo_labels(state, targets, results)
@@ -181,33 +207,49 @@ class MedPerSAMHead(BaseOneShotHead):
                                           pseudo_labels_used=0))
                 state.results = results
                 break
-            refit = dict(warper.fit(ref_image, fg, images, pseudo_labels=pseudo))
+            refit = dict(warper.fit(ref_images, fgs, images, pseudo_labels=pseudo))
             log['rounds'].append(dict(retrain_skipped=False, pseudo_label_candidates=candidates,
                                       pseudo_labels_used=used, fit=refit))
-            state.priors = self._warp(warper, reference, images, targets)
+            state.priors = self._warp(warper, views, images, targets)
         log['seconds'] = time.perf_counter() - start
         print_log(f'Med-PerSAM fit on {len(targets)} targets: {log["seconds"]:.1f} s',
                   logger='current')
         return state
 
-    @staticmethod
-    def _warp(warper: torch.nn.Module, reference: ReferenceClasses, images: List[Tensor],
-              targets: Sequence[TargetImage]) -> Dict[str, Dict[int, Tensor]]:
-        """Every class mask of the reference warped onto every target (one flow, C maps)."""
-        classes = sorted(reference)
-        ref = reference[classes[0]]
-        stack = torch.stack([reference[c].mask.float() for c in classes])
-        warped = warper.warp_masks(unit_range(ref.image), stack, images)
-        return {t.key: dict(zip(classes, w.reshape(len(classes), *w.shape[-2:])))
-                for t, w in zip(targets, warped)}
+    def _warp(self, warper: torch.nn.Module, references: Sequence[ReferenceClasses],
+              images: List[Tensor], targets: Sequence[TargetImage]
+              ) -> Dict[str, Dict[int, Tensor]]:
+        """Every class mask of the references warped onto every target (one flow per
+        reference, C maps); k references fused per pixel by ``label_fusion``."""
+        classes = sorted(class_references(references))
+        fuse = len(references) > 1
+        per_ref = []  # per reference: per target (C [+ 1 warped image], H, W)
+        for view in references:
+            ref = next(iter(view.values()))
+            maps = [view[c].mask.float() if c in view else torch.zeros_like(ref.mask.float())
+                    for c in classes]
+            if fuse:  # the reference image travels with its masks: fusion compares it
+                maps.append(to_gray(unit_range(ref.image)).to(ref.image.device))
+            per_ref.append(warper.warp_masks(unit_range(ref.image), torch.stack(maps), images))
+        priors = {}
+        for j, (t, image) in enumerate(zip(targets, images)):
+            warped = torch.stack([w[j].reshape(-1, *w[j].shape[-2:]) for w in per_ref])
+            if fuse:
+                fused = self.label_fusion(warped[:, :-1], warped[:, -1],
+                                          to_gray(image).to(warped.device))
+            else:
+                fused = warped[0]
+            priors[t.key] = dict(zip(classes, fused))
+        return priors
 
-    def _predict_classes(self, sam: SAMBackend, reference: ReferenceClasses,
+    def _predict_classes(self, sam: SAMBackend, references: Sequence[ReferenceClasses],
                          target: TargetImage, state: MedPerSAMState) -> Dict[int, HeadResult]:
         emb = sam.encode(target.image, key=target.key)
-        return {c: self._refine(sam, PromptContext(reference=ref, target=emb, image=target.image,
-                                                   target_key=target.key),
+        return {c: self._refine(sam, PromptContext(reference=refs[0],
+                                                   more_references=tuple(refs[1:]), target=emb,
+                                                   image=target.image, target_key=target.key),
                                 state.priors[target.key][c])
-                for c, ref in reference.items()}
+                for c, refs in class_references(references).items()}
 
     def _pseudo_labels(self, state: MedPerSAMState, targets: Sequence[TargetImage],
                        results: Dict[str, Dict[int, HeadResult]]) -> List[Optional[Tensor]]:

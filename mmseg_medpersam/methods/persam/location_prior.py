@@ -25,13 +25,22 @@ from .decoder_hook import PerSAMDecoderHook
 
 
 def reference_prototype(ctx: PromptContext, kind: str, cells: str = 'coverage') -> torch.Tensor:
-    """PerSAM's 'mean' prototype, or PerSAM-F's 'mean_max' = (mean + channel max) / 2."""
-    if kind == 'mean':
-        return ctx.reference.mean_feature(cells)
-    if kind == 'mean_max':
+    """PerSAM's 'mean' prototype, or PerSAM-F's 'mean_max' = (mean + channel max) / 2.
+
+    With k references the statistics run over the foreground features of all of them
+    together (every foreground cell counts once, whichever reference it is in).
+    """
+    if kind not in ('mean', 'mean_max'):
+        raise ValueError(f"prototype must be 'mean' or 'mean_max', got {kind!r}")
+    if len(ctx.references) == 1:  # as PerSAM: one reference's features, reduced as they are
+        if kind == 'mean':
+            return ctx.reference.mean_feature(cells)
         feats = ctx.reference.foreground_features(cells)
-        return (feats.mean(dim=0) + feats.max(dim=0).values) / 2
-    raise ValueError(f"prototype must be 'mean' or 'mean_max', got {kind!r}")
+    else:
+        feats = torch.cat([r.foreground_features(cells) for r in ctx.references])
+    if kind == 'mean':
+        return feats.mean(dim=0)
+    return (feats.mean(dim=0) + feats.max(dim=0).values) / 2
 
 
 def attention_bias(sim_grid: torch.Tensor, geometry: FrameGeometry) -> torch.Tensor:

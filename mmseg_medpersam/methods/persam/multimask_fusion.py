@@ -1,7 +1,7 @@
 """PerSAM-F's learnable fusion of SAM's three multimask outputs, fitted on the reference."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -32,7 +32,9 @@ def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
     return soft_dice_loss(logits.sigmoid()[None], target.float()[None], eps=1.0)
 
 
-def fit_multimask_fusion(logits: Tensor, target: Tensor, iters: int = 1000, lr: float = 1e-3,
+def fit_multimask_fusion(logits: Union[Tensor, Sequence[Tensor]],
+                         target: Union[Tensor, Sequence[Tensor]], iters: int = 1000,
+                         lr: float = 1e-3,
                          eps: float = 1e-4, weight_decay: float = 0.01, alpha: float = 0.25,
                          gamma: float = 2.0) -> Tuple[Tensor, List[float]]:
     """Fit the fusion weights so the fused logits of the 3 outputs match ``target``.
@@ -42,23 +44,34 @@ def fit_multimask_fusion(logits: Tensor, target: Tensor, iters: int = 1000, lr: 
     inside mmengine's no-grad test loop.
 
     Args:
-        logits: (3, H, W) SAM logits of the reference image (no gradient needed).
-        target: (H, W) reference mask.
+        logits: (3, H, W) SAM logits of the reference image (no gradient needed), or one
+            such tensor per reference (k references: the loss is their mean).
+        target: (H, W) reference mask, or one per reference.
 
     Returns:
         the (3,) fitted weights and the loss before and after fitting.
     """
-    logits = logits.detach().float()
-    target = target.float().to(logits.device)
-    fusion = MultimaskFusion().to(logits.device)
+    logits_list = [logits] if isinstance(logits, Tensor) else list(logits)
+    targets = [target] if isinstance(target, Tensor) else list(target)
+    if len(logits_list) != len(targets) or not logits_list:
+        raise ValueError(f'{len(logits_list)} logits for {len(targets)} reference masks')
+    logits_list = [x.detach().float() for x in logits_list]
+    device = logits_list[0].device
+    targets = [t.float().to(device) for t in targets]
+    fusion = MultimaskFusion().to(device)
     with torch.enable_grad():
         opt = torch.optim.AdamW(fusion.parameters(), lr=lr, eps=eps, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1))
 
-        def loss_fn() -> Tensor:
+        def one_loss(logits: Tensor, target: Tensor) -> Tensor:
             fused = fusion(logits)
             return dice_loss(fused, target) + sigmoid_focal_loss(
                 fused, target, alpha=alpha, gamma=gamma, reduction='mean')
+
+        def loss_fn() -> Tensor:
+            if len(targets) == 1:
+                return one_loss(logits_list[0], targets[0])
+            return sum(one_loss(x, t) for x, t in zip(logits_list, targets)) / len(targets)
 
         losses = [loss_fn().item()]
         for _ in range(iters):

@@ -12,7 +12,14 @@ from ...prompts.context import PromptContext
 from ...prompts.structures import decode_prompts
 from ...sam.backend import SAMBackend
 from ...utils.validate import check_number
-from ..base import BaseOneShotHead, FitState, HeadResult, ReferenceClasses, TargetImage
+from ..base import (
+    BaseOneShotHead,
+    FitState,
+    HeadResult,
+    ReferenceClasses,
+    TargetImage,
+    class_references,
+)
 from ..refinement import cascaded_refinement, to_image_logits
 from .multimask_fusion import fit_multimask_fusion
 
@@ -35,7 +42,8 @@ class PerSAMFHead(BaseOneShotHead):
     """Fit the fusion on the reference, then fuse on each target and refine twice.
 
     As the official PerSAM-F: one positive point (no negative point, no decoder hooks), the
-    prototype (mean + max)/2, the fusion fitted on the reference image alone (Dice + focal,
+    prototype (mean + max)/2, the fusion fitted on the reference image alone (k references: on
+    all of them together) (Dice + focal,
     AdamW lr 1e-3 eps 1e-4, cosine schedule, 1000 iterations, SAM's outputs computed once).
     On a target: fused logits and their box -> refinement 1 (points + box + fused logits) ->
     refinement 2 (points + box of the best mask + its logits).
@@ -65,14 +73,20 @@ class PerSAMFHead(BaseOneShotHead):
         self.num_refinements = num_refinements
 
     @torch.no_grad()
-    def fit(self, sam: SAMBackend, reference: ReferenceClasses,
-            targets: Sequence[TargetImage] = ()) -> PerSAMFState:
-        """Fit the fusion weights of every class on the reference alone."""
+    def fit(self, sam: SAMBackend, references: Sequence[ReferenceClasses],
+            targets: Sequence[TargetImage] = (), init: Optional[FitState] = None) -> PerSAMFState:
+        """Fit the fusion weights of every class on the references alone (k references: one
+        loss over all of them, each prompted with the prototype of all)."""
         weights, losses = {}, {}
-        for c, ref in reference.items():
-            ctx = PromptContext(reference=ref, target=ref.embedding, image=ref.image)
-            out = decode_prompts(sam, ref.embedding, self.location_prior(ctx), multimask=True)
-            weights[c], losses[c] = fit_multimask_fusion(out.logits()[0], ref.mask,
+        for c, refs in class_references(references).items():
+            logits = []
+            for i, ref in enumerate(refs):
+                ctx = PromptContext(reference=ref, target=ref.embedding, image=ref.image,
+                                    more_references=tuple(refs[:i] + refs[i + 1:]))
+                out = decode_prompts(sam, ref.embedding, self.location_prior(ctx),
+                                     multimask=True)
+                logits.append(out.logits()[0])
+            weights[c], losses[c] = fit_multimask_fusion(logits, [r.mask for r in refs],
                                                          **self.fit_cfg)
         return PerSAMFState(weights, losses)
 

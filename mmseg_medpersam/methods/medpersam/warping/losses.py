@@ -10,7 +10,7 @@ from torch import Tensor
 from ....utils.masks import soft_dice_loss
 
 
-def _box_mean(x: Tensor, window: int) -> Tensor:
+def box_mean(x: Tensor, window: int) -> Tensor:
     """Local mean over a ``window x window`` box (zero padding, true-count normalised).
 
     Computed as two 1D means (rows, then columns): the same numbers as a 2D box at a quarter
@@ -29,11 +29,11 @@ def local_ncc_loss(pred: Tensor, target: Tensor, window: int = 9,
     """
     if window % 2 == 0:
         raise ValueError(f'NCC window must be odd, got {window}')
-    mu_p = _box_mean(pred, window)
-    mu_t = _box_mean(target, window)
-    var_p = (_box_mean(pred * pred, window) - mu_p * mu_p).clamp_min(0)
-    var_t = (_box_mean(target * target, window) - mu_t * mu_t).clamp_min(0)
-    cross = _box_mean(pred * target, window) - mu_p * mu_t
+    mu_p = box_mean(pred, window)
+    mu_t = box_mean(target, window)
+    var_p = (box_mean(pred * pred, window) - mu_p * mu_p).clamp_min(0)
+    var_t = (box_mean(target * target, window) - mu_t * mu_t).clamp_min(0)
+    cross = box_mean(pred * target, window) - mu_p * mu_t
     ncc = cross * cross / (var_p * var_t + eps)
     return 1.0 - ncc.mean()
 

@@ -125,6 +125,9 @@ class WarpingModel(nn.Module):
             ``CosineAnnealingLR``) to this fraction of ``lr``.
         iters: optimisation steps of a first fit.
         retrain_iters: steps of a retraining (fit with pseudo-labels on a fitted model).
+        warm_start_iters: steps of a fit that continues a fitted network on a new pair
+            (``fit(..., warm_start=True)``: a volume propagation step starts from its
+            neighbour's network, whose deformation is nearly the one it needs).
         batch_size: unlabeled targets per step.
         aug_batch_size: augmented reference copies per step (``L_aug``).
         augmentation: kwargs of :class:`RandomDeformation`.
@@ -144,6 +147,7 @@ class WarpingModel(nn.Module):
                  min_lr_ratio: float = 0.1,
                  iters: int = 700,
                  retrain_iters: int = 200,
+                 warm_start_iters: int = 60,
                  batch_size: int = 4,
                  aug_batch_size: int = 1,
                  augmentation: Optional[dict] = None,
@@ -168,6 +172,7 @@ class WarpingModel(nn.Module):
         if amp not in ('auto', 'bf16', 'none'):
             raise ValueError(f"{name}: amp must be 'auto', 'bf16' or 'none', got {amp!r}")
         for arg, value, low in (('iters', iters, 0), ('retrain_iters', retrain_iters, 0),
+                                ('warm_start_iters', warm_start_iters, 0),
                                 ('batch_size', batch_size, 1),
                                 ('aug_batch_size', aug_batch_size, 1),
                                 ('work_long_side', work_long_side, 16),
@@ -185,6 +190,7 @@ class WarpingModel(nn.Module):
         self.min_lr_ratio = float(min_lr_ratio)
         self.iters = int(iters)
         self.retrain_iters = int(retrain_iters)
+        self.warm_start_iters = int(warm_start_iters)
         self.batch_size = int(batch_size)
         self.aug_batch_size = int(aug_batch_size)
         self.seed = seed
@@ -271,30 +277,43 @@ class WarpingModel(nn.Module):
     def _loss_step(self, ref_w: Tensor, mask_w: Tensor, tgt: Tensor, pl: Optional[Tensor],
                    pl_valid: Optional[Tensor], gen: torch.Generator,
                    with_aug: bool) -> Dict[str, Tensor]:
-        """Losses of one step on a batch of targets (and augmented reference copies)."""
+        """Losses of one step on a batch of targets (and augmented reference copies).
+
+        ``ref_w``, ``mask_w``: ``(k, 1, h, w)`` references; with k > 1 each target of the
+        batch is paired with a reference drawn at random, and so is the augmented copy.
+        """
         weights = self.loss_weights
         n_t = tgt.shape[0]
+        k = ref_w.shape[0]
+        pick = (torch.randint(k, (n_t,), generator=gen).to(ref_w.device) if k > 1
+                else torch.zeros(n_t, dtype=torch.long, device=ref_w.device))
+        moving, moving_mask = ref_w[pick], mask_w[pick]
         fixed = [tgt]
         aug_mask = None
         if with_aug:
-            aug_img, aug_mask, _ = self.augment(ref_w, mask_w, self.aug_batch_size, gen)
+            a = int(torch.randint(k, (1,), generator=gen)) if k > 1 else 0
+            aug_img, aug_mask, _ = self.augment(ref_w[a:a + 1], mask_w[a:a + 1],
+                                                self.aug_batch_size, gen)
             fixed.append(aug_img)
+            aug_moving = ref_w[a:a + 1].expand(aug_img.shape[0], -1, -1, -1)
+            moving = torch.cat([moving, aug_moving])
+            moving_mask = torch.cat([moving_mask, mask_w[a:a + 1].expand_as(aug_moving)])
         fixed = torch.cat(fixed)
-        flow = self(ref_w.expand(fixed.shape[0], -1, -1, -1), fixed)
+        flow = self(moving, fixed)
         losses: Dict[str, Tensor] = {}
         total = flow.new_zeros(())
         if n_t:
-            losses['sim'] = self._similarity(warp(ref_w, flow[:n_t]), tgt)
+            losses['sim'] = self._similarity(warp(moving[:n_t], flow[:n_t]), tgt)
             total = total + weights['similarity'] * losses['sim']
         if weights['smooth']:
             losses['smooth'] = smoothness_loss(flow)
             total = total + weights['smooth'] * losses['smooth']
         if aug_mask is not None:
-            losses['aug'] = mask_loss(warp(mask_w, flow[n_t:]), aug_mask.clamp(0, 1),
+            losses['aug'] = mask_loss(warp(moving_mask[n_t:], flow[n_t:]), aug_mask.clamp(0, 1),
                                       bce_weight=weights['mask_bce'])
             total = total + weights['aug'] * losses['aug']
         if pl is not None and pl_valid is not None and bool(pl_valid.any()):
-            warped_mask = warp(mask_w, flow[:n_t][pl_valid])
+            warped_mask = warp(moving_mask[:n_t][pl_valid], flow[:n_t][pl_valid])
             losses['pseudo'] = mask_loss(warped_mask, pl[pl_valid],
                                          bce_weight=weights['mask_bce'])
             total = total + weights['pseudo'] * losses['pseudo']
@@ -302,25 +321,37 @@ class WarpingModel(nn.Module):
         return losses
 
     def fit(self,
-            ref_image: ArrayLike,
-            ref_mask: ArrayLike,
+            ref_image: Union[ArrayLike, Sequence[ArrayLike]],
+            ref_mask: Union[ArrayLike, Sequence[ArrayLike]],
             targets: Sequence[ArrayLike],
             pseudo_labels: Optional[Sequence[Optional[ArrayLike]]] = None,
-            iters: Optional[int] = None) -> Dict[str, float]:
+            iters: Optional[int] = None, warm_start: bool = False) -> Dict[str, float]:
         """Fit the flow network on one task; returns final losses, seconds and iterations.
 
-        A first fit (re)initialises the network under ``seed``. With ``pseudo_labels``
-        (one 0/1 mask or ``None`` per target) on a fitted model, training continues for
-        ``retrain_iters`` with the extra pseudo-label loss. Deterministic under ``seed``.
-        Progress is logged ten times per fit.
+        ``ref_image`` / ``ref_mask`` may be lists: k labelled references, each warped to
+        every target (a reference drawn at random per target and step; the working size is
+        the first one's). A first fit (re)initialises the network under ``seed``. With
+        ``pseudo_labels`` (one 0/1 mask or ``None`` per target) on a fitted model, training
+        continues for ``retrain_iters`` with the extra pseudo-label loss. Deterministic under
+        ``seed``. ``warm_start`` on a fitted model continues from its weights for
+        ``warm_start_iters`` (no pseudo-labels). Progress is logged ten times per fit.
         """
         start = time.perf_counter()
-        ref_w, tgt_w, shapes, size = self._prepare(ref_image, targets)
-        mask_w = self._to_work(to_mask(ref_mask), size)
+        ref_images = list(ref_image) if isinstance(ref_image, (list, tuple)) else [ref_image]
+        ref_masks = list(ref_mask) if isinstance(ref_mask, (list, tuple)) else [ref_mask]
+        if len(ref_images) != len(ref_masks):
+            raise ValueError(f'{len(ref_images)} reference images for {len(ref_masks)} masks')
+        ref_w, tgt_w, shapes, size = self._prepare(ref_images[0], targets)
+        if len(ref_images) > 1:
+            ref_w = torch.cat([ref_w] + [self._to_work(to_gray(r), size)
+                                         for r in ref_images[1:]])
+        mask_w = torch.cat([self._to_work(to_mask(m), size) for m in ref_masks])
         pl_w, pl_valid = self._pseudo_label_batch(pseudo_labels, shapes, size, ref_w)
         retrain = pseudo_labels is not None and self.fitted
+        warm = warm_start and self.fitted and not retrain
         if iters is None:
-            iters = self.retrain_iters if retrain else self.iters
+            iters = (self.retrain_iters if retrain else self.warm_start_iters if warm
+                     else self.iters)
         if tgt_w.shape[0] == 0 and not self.loss_weights['aug'] > 0:
             iters = 0
         device = self.device
@@ -331,7 +362,7 @@ class WarpingModel(nn.Module):
         # enable_grad: fits also run inside mmengine's no-grad test loop and inference tools.
         with torch.random.fork_rng(devices=cuda), torch.enable_grad():
             torch.manual_seed(seed)
-            if not retrain:
+            if not (retrain or warm):
                 self._reset_flow_net()
             history = self._optimise(ref_w, mask_w, tgt_w, pl_w, pl_valid, iters,
                                      torch.Generator().manual_seed(seed),
