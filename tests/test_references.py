@@ -257,3 +257,29 @@ def test_one_reference_gives_what_it_gave_before_k_references(run_tool, config):
     assert got.keys() == record['dice'][name].keys()
     for target, dice in record['dice'][name].items():
         assert got[target] == pytest.approx(dice, abs=2e-3), target
+
+
+def test_benchmark_references_scores_only_the_shared_targets(tmp_path, capsys):
+    """The k-sweep table compares every setting on the targets none uses as a reference."""
+    import json
+
+    from conftest import load_tool
+    tool = load_tool('benchmark_references')
+    dice = dict(z060=0.5, z070=0.9, z080=0.7, z090=0.8, z100=0.6)
+    settings = {'k1_z090': ['z090'], 'k2_z070+z100': ['z070', 'z100']}
+    for name, refs in settings.items():
+        os_dir = tmp_path / name / 'cfg'
+        os_dir.mkdir(parents=True)
+        entries = [dict(name=n, dice=d + (0.1 if name.startswith('k2') else 0))
+                   for n, d in dice.items() if n not in refs]
+        (os_dir / 'metrics.json').write_text(json.dumps(dict(
+            per_image=entries, run=dict(method='M', wall_seconds=2.0 * len(entries)))))
+    code = tool.main(['cfg.py', '--references', 'z090', '--references', 'z070,z100',
+                      '--work-dir', str(tmp_path), '--reuse', '--out', str(tmp_path / 't.md')])
+    assert code == 0
+    (row, ) = json.load(open(tmp_path / 't.json'))
+    assert row['shared_targets'] == ['z060', 'z080']
+    assert [s['mdice'] for s in row['settings']] == [60.0, 70.0]
+    assert [s['seconds_per_image'] for s in row['settings']] == [2.0, 2.0]
+    assert '| M (`cfg`) | 60.00 +- 10.00 (2.0 s) | 70.00 +- 10.00 (2.0 s) | 2 |' in (
+        capsys.readouterr().out)

@@ -7,7 +7,8 @@ import pytest
 from conftest import REPO_ROOT
 
 TOOLS = ('test', 'infer', 'benchmark', 'compare', 'convert_minisam', 'prepare_mni152',
-         'sweep_refinement', 'benchmark_warping')
+         'sweep_refinement', 'benchmark_warping', 'benchmark_references',
+         'benchmark_propagation')
 
 
 @pytest.mark.parametrize('tool', TOOLS)
@@ -22,7 +23,8 @@ def test_help_imports_neither_torch_nor_the_plugin(tool):
     assert 'usage:' in proc.stdout
 
 
-@pytest.mark.parametrize('tool', ('test', 'infer', 'benchmark'))
+@pytest.mark.parametrize('tool', ('test', 'infer', 'benchmark', 'benchmark_references',
+                                  'benchmark_propagation'))
 def test_every_option_has_a_help_text(tool):
     from conftest import load_tool
     module = load_tool(tool)
