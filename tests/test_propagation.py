@@ -175,3 +175,28 @@ def test_propagation_needs_a_labelled_slice_in_every_volume(tmp_path):
     with pytest.raises(ValueError, match='max_area_change'):
         NiftiSliceDataset(volumes=vols[:1], reference=dict(slice=2), propagate=True,
                           max_area_change=0, data_root=str(root), pipeline=[])
+
+
+def test_med_persam_warm_starts_from_the_neighbours_fit():
+    from mmseg_medpersam.methods import MedPerSAMHead
+    from mmseg_medpersam.methods.base import TargetImage
+    from mmseg_medpersam.prompts import ReferenceContext
+    yy, xx = np.mgrid[0:40, 0:48]
+
+    def pair(shift):
+        mask = torch.from_numpy(((yy - 20) / 9.0) ** 2 + ((xx - 20 - shift) / 11.0) ** 2 <= 1)
+        return (mask.float() * 150 + 40).expand(3, 40, 48).clone(), mask
+
+    image, mask = pair(0)
+    view = [{1: ReferenceContext(image, mask, None, key='r', label_map=mask.long())}]
+    head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', iters=12,
+                                                     warm_start_iters=4, work_size=(32, 32)))
+    first = head.fit(None, view, [TargetImage(pair(1)[0], 't1')])
+    before = [p.clone() for p in first.warper.parameters()]
+    second = head.fit(None, view, [TargetImage(pair(2)[0], 't2')], init=first)
+    assert first.log['warm_start'] is False and first.log['fit']['iters'] == 12
+    assert second.log['warm_start'] is True and second.log['fit']['iters'] == 4
+    assert second.warper is not first.warper
+    assert all(torch.equal(a, b) for a, b in zip(before, first.warper.parameters()))
+    moved = any(not torch.equal(a, b) for a, b in zip(before, second.warper.parameters()))
+    assert moved  # continued from the neighbour's weights, not refitted from scratch
