@@ -262,3 +262,28 @@ def test_pickled_objects_are_refused_without_advice_to_unpickle(tmp_path):
         read_checkpoint(path)
     message = str(err.value)
     assert message.startswith(path) and 'weights_only' not in message
+
+
+def test_a_reference_of_many_small_objects_runs_through_medpersam(tmp_path):
+    """25 equal small objects (cells, nuclei, lesions): no piece reaches BoxPrompt's
+    ``min_component_fraction``; Med-PerSAM's default config still segments every target."""
+    yy, xx = np.mgrid[0:100, 0:100]
+    paths = []
+    for i in range(3):
+        img = np.full((100, 100), 40, np.uint8)
+        lab = np.zeros((100, 100), np.uint8)
+        for cy in range(10, 100, 20):
+            for cx in range(10, 100, 20):
+                blob = (yy - cy - i) ** 2 + (xx - cx - i) ** 2 <= 16
+                img[blob], lab[blob] = 200, 1
+        paths.append((write_png(str(tmp_path / f'img{i}.png'), img),
+                      write_png(str(tmp_path / f'lab{i}.png'), lab)))
+    out = tmp_path / 'out'
+    code = load_tool('infer').main([
+        MEDPERSAM_TINY, '--reference', paths[0][0], '--reference-mask', paths[0][1],
+        '--images', paths[1][0], paths[2][0], '--out-dir', str(out), '--cfg-options',
+        *[f'{k}={v}' for k, v in FAST_WARP.items()]])
+    assert code == 0
+    summary = json.load(open(out / 'summary.json'))
+    assert [t['name'] for t in summary['targets']] == ['img1', 'img2']
+    assert all(t['foreground_pixels'] > 0 for t in summary['targets'])

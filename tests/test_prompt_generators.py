@@ -126,12 +126,17 @@ def test_band_points_lie_in_inner_region_and_band_and_spread(partition):
     assert d.min(axis=1).mean() > 0.2 * np.sqrt(mask.sum().item())
 
 
-@pytest.mark.parametrize('kind', ['pixel', 'border', 'components', 'full', 'empty'])
-def test_generators_on_degenerate_masks(kind):
+@pytest.mark.parametrize('per_component', [False, True])
+@pytest.mark.parametrize('kind', ['pixel', 'border', 'components', 'specks', 'full', 'empty'])
+def test_generators_on_degenerate_masks(kind, per_component):
     h, w = 40, 50
     mask = torch.zeros(h, w, dtype=torch.bool)
     if kind == 'pixel':
         mask[20, 25] = True
+    elif kind == 'specks':  # 25 equal pieces: none reaches min_component_fraction (5 %)
+        for y in range(5):
+            for x in range(5):
+                mask[3 + 8 * y:5 + 8 * y, 3 + 9 * x:5 + 9 * x] = True
     elif kind == 'border':
         mask[:, :8] = True
     elif kind == 'components':
@@ -140,10 +145,17 @@ def test_generators_on_degenerate_masks(kind):
     elif kind == 'full':
         mask[:] = True
     ctx = make_ctx(mask)
-    outs = [g(ctx) for g in (MaskPrompt(), BoxPrompt(), BandPointPrompt())]
+    outs = [g(ctx) for g in (MaskPrompt(), BoxPrompt(per_component=per_component),
+                             BandPointPrompt())]
     if kind == 'empty':
         assert all(o is None for o in outs)
         return
+    boxes = outs[1].boxes
+    if per_component and kind == 'components':
+        assert boxes.shape == (2, 4)
+    else:  # one box, around the whole mask (specks: no piece gets a box of its own)
+        assert boxes.tolist() == [mask_box(mask)]
+    outs[1] = Prompts(boxes=boxes[:1])
     merged = Prompts.merge(outs)
     assert merged.mask_logits.shape == (1, 1, 256, 256)
     assert merged.boxes.shape == (1, 4)
@@ -153,6 +165,11 @@ def test_generators_on_degenerate_masks(kind):
     assert mask[xy[:, 1], xy[:, 0]].all()
     if kind == 'full':
         assert (labels == 0).sum() == 0  # no band outside a full-image mask
+
+
+def mask_box(mask: torch.Tensor) -> list:
+    ys, xs = np.nonzero(mask.numpy())
+    return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
 
 
 def test_official_persam_geometry_differs_from_the_frame_aligned_one_on_non_square_images():

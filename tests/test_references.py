@@ -233,6 +233,9 @@ def test_test_py_runs_with_two_references(run_tool, tmp_path, config):
 
 
 K1_RECORD = osp.join(osp.dirname(__file__), 'data', 'k1_dice_8e9f01a.json')
+#: (per image, mean) bounds of the record's Dice where a fit carries rounding forward (see the
+#: test's docstring); every other config: (2e-3, 1e-3).
+K1_TOLERANCE = {'medpersam_sam-tiny_mni152-wm': (0.06, 0.01)}
 
 
 @pytest.mark.parametrize('config', ['persam/persam_sam-tiny_mni152-wm',
@@ -241,8 +244,15 @@ K1_RECORD = osp.join(osp.dirname(__file__), 'data', 'k1_dice_8e9f01a.json')
                                     'medpersam/medpersam_sam-tiny_mni152-wm'])
 def test_one_reference_gives_what_it_gave_before_k_references(run_tool, config):
     """Every method with one reference gives the per-image Dice recorded before k references
-    existed (commit 8e9f01a; equal to the last digit on the machine it was recorded on, the
-    tolerance allows a pixel for another CPU's floating point)."""
+    existed (commit 8e9f01a, equal to the last digit on the machine it was recorded on).
+
+    The tolerances are what CPUs and thread counts change, measured: on a second machine at 2
+    threads, at 1 thread and with ``ATEN_CPU_CAPABILITY=avx2``, PerSAM, PerSAM-F and Matcher
+    moved at most 1e-5 per image, while Med-PerSAM's 30-step warping fit (Adam, which carries
+    rounding differences forward) moved up to 0.026 per image and 0.004 in the mean. Each
+    bound is about twice that: a broken procedure (a mirrored prior, a warp that does not fit,
+    another method's prompts) moves the record by far more.
+    """
     import json
 
     from conftest import REPO_ROOT
@@ -255,8 +265,12 @@ def test_one_reference_gives_what_it_gave_before_k_references(run_tool, config):
     assert code == 0
     got = {e['name']: e['dice'] for e in json.load(open(out))['per_image']}
     assert got.keys() == record['dice'][name].keys()
+    per_image, mean = K1_TOLERANCE.get(name, (2e-3, 1e-3))
     for target, dice in record['dice'][name].items():
-        assert got[target] == pytest.approx(dice, abs=2e-3), target
+        assert got[target] == pytest.approx(dice, abs=per_image), target
+    recorded = list(record['dice'][name].values())
+    assert np.mean([got[t] for t in record['dice'][name]]) == pytest.approx(
+        np.mean(recorded), abs=mean)
 
 
 def test_benchmark_references_scores_only_the_shared_targets(tmp_path, capsys):

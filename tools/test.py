@@ -125,7 +125,18 @@ def main(argv=None) -> int:
             print(f'metrics written to {args.out_metrics}')
         return code
 
-    return run_tool(run)
+    try:
+        return run_tool(run)
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Leave torchrun's process group before the process ends: a gloo group left open can
+    abort a rank at exit ('terminate called without an active exception')."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == '__main__':

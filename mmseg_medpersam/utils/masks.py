@@ -94,7 +94,9 @@ def component_boxes(mask: Tensor, min_fraction: float = 0.05,
 
     Components (8-connected) are taken largest first; one smaller than ``min_fraction`` of the
     mask's area is left out (specks would get a box of their own), and at most
-    ``max_components`` are kept. None when the mask is empty.
+    ``max_components`` are kept. A mask of many small pieces, none of which reaches
+    ``min_fraction``, gets the one box around all of them (as ``mask_bbox``). None when the mask
+    is empty; otherwise always at least one box.
     """
     from scipy import ndimage
 
@@ -105,6 +107,8 @@ def component_boxes(mask: Tensor, min_fraction: float = 0.05,
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     order = np.argsort(-areas, kind='stable')
     keep = [i for i in order if areas[i] >= min_fraction * areas.sum()][:max_components]
+    if not keep:  # no piece stands out: one box around them all
+        return mask_bbox(torch.as_tensor(mask))[None]
     slices = ndimage.find_objects(labels)
     boxes = [[slices[i][1].start, slices[i][0].start, slices[i][1].stop - 1,
               slices[i][0].stop - 1] for i in keep]
