@@ -24,8 +24,7 @@ NIFTI_SUFFIXES = ('.nii', '.nii.gz')
 DICOM_SUFFIXES = ('.dcm', '.dicom', '.ima')
 
 
-class OneShotDataError(ValueError):
-    """An input file cannot be used (unreadable, empty mask, wrong size, unknown labels)."""
+from ..structures.errors import OneShotDataError  # noqa: E402
 
 
 def is_nifti(path: str) -> bool:

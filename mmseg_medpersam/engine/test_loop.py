@@ -36,24 +36,12 @@ from ..datasets.io import IGNORE_INDEX, OneShotDataError
 from ..datasets.transforms import LoadOneShotImage
 from ..evaluation.report import write_report
 from ..segmentors.propagation import SliceResult, propagate_targets
+from ..structures.errors import OneShotTargetsFailed, ReportNotWritten  # noqa: E402
 from ..utils.atomic import WriteError, atomic_write_text, check_writable_file
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import image_name, prediction_name, sample_key
 from .hooks import SaveMasksHook
 from .targets import preprocess_targets
-
-
-class OneShotTargetsFailed(OneShotDataError):
-    """Some targets could not be segmented; ``metrics`` covers the others."""
-
-    metrics: dict = {}
-
-
-class ReportNotWritten(WriteError):
-    """The report could not be written; ``metrics`` holds what it would have said (printed
-    already, and every target's entry is in the per-image sidecar)."""
-
-    metrics: dict = {}
 
 
 @contextmanager

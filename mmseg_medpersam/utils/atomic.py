@@ -11,9 +11,7 @@ import tempfile
 
 import numpy as np
 
-
-class WriteError(OSError):
-    """An output file could not be written; the message names it and says why."""
+from ..structures.errors import WriteError
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

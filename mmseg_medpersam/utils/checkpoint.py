@@ -23,8 +23,7 @@ StateDict = Dict[str, torch.Tensor]
 WRAPPER_KEYS = ('state_dict', 'model')
 
 
-class CheckpointError(RuntimeError):
-    """A weight file is missing, unreachable, unreadable or of another architecture."""
+from ..structures.errors import CheckpointError  # noqa: E402
 
 
 def checkpoint_cache_dir() -> str:

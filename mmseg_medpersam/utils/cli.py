@@ -6,6 +6,15 @@ import re
 
 from mmengine.config import DictAction
 
+from ..structures.errors import (  # noqa: F401  (the exit codes, re-exported for the tools)
+    EXIT_CHECKPOINT,
+    EXIT_CONFIG,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OUTPUT,
+    ConfigError,
+)
+
 
 class ConfigOptionsAction(DictAction):
     """mmengine's ``--cfg-options key=value`` parser, without losing spaces in plain values.
@@ -41,8 +50,6 @@ def parse_cfg_options(items) -> dict:
     return parser.parse_args(['--o'] + list(items)).o
 
 
-class ConfigError(RuntimeError):
-    """A setting of the config or the command line cannot be used (tools exit with code 4)."""
 
 
 def config_error_message(err: BaseException) -> str:
@@ -55,8 +62,7 @@ def config_error_message(err: BaseException) -> str:
 
 #: Exit codes of the tools: 2 checkpoint, 3 input, 4 setting, 5 an output cannot be written,
 #: 130 interrupted (Ctrl-C; what was finished is kept).
-EXIT_OK, EXIT_CHECKPOINT, EXIT_INPUT, EXIT_CONFIG, EXIT_OUTPUT, EXIT_INTERRUPTED = (
-    0, 2, 3, 4, 5, 130)
+EXIT_OK = 0
 
 __all__ = ['ConfigOptionsAction', 'parse_cfg_options', 'ConfigError', 'config_error_message',
            'EXIT_OK', 'EXIT_CHECKPOINT', 'EXIT_INPUT', 'EXIT_CONFIG', 'EXIT_OUTPUT',
