@@ -6,6 +6,10 @@ PyPI has no binary wheel of full mmcv 2.x, so this plugin runs on the pure-Pytho
 ``mmcv.ops`` package that exposes mmcv's own pure-PyTorch ``point_sample`` (the only op mmseg
 needs at import time) and turns every other op into a stub that raises a clear error when used.
 With full mmcv installed this is a no-op. It must run before anything imports ``mmseg.models``.
+
+Under the stand-in, mmcv's transformer bricks warn once at import that
+``MultiScaleDeformableAttention`` (a compiled op no SAM-family model uses) is unavailable; they
+are imported here with that one warning silenced (``quiet_bricks``), so runs stay silent.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import importlib.util
 import os.path as osp
 import sys
 import types
+import warnings
 from typing import Any, Callable
 
 STAND_IN_ATTR = '__medpersam_stand_in__'
@@ -81,7 +86,22 @@ def ensure_mmcv_ops() -> bool:
         return False
     if 'mmcv.ops' not in sys.modules:
         _stand_in_ops()
+    quiet_bricks()
     return True
+
+
+#: What mmcv's transformer bricks warn at import when the compiled ops are missing.
+DEFORM_ATTN_WARNING = 'Fail to import ``MultiScaleDeformableAttention``'
+
+
+def quiet_bricks() -> None:
+    """Import mmcv's transformer bricks (mmseg's models do) without their warning about the
+    compiled ``MultiScaleDeformableAttention``, which the stand-in cannot give."""
+    if 'mmcv.cnn.bricks.transformer' in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=DEFORM_ATTN_WARNING, category=UserWarning)
+        importlib.import_module('mmcv.cnn.bricks.transformer')
 
 
 USING_STAND_IN_OPS = ensure_mmcv_ops()

