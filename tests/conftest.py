@@ -29,6 +29,20 @@ TINY_CONFIG = osp.join(REPO_ROOT, 'configs', 'persam', 'persam_sam-tiny_mni152-w
 VIT_B_CONFIG = osp.join(REPO_ROOT, 'configs', 'persam', 'persam_sam-vit-b_mni152-wm.py')
 
 
+@pytest.fixture(scope='session', autouse=True)
+def embedding_cache_dir(tmp_path_factory):
+    """The disk embedding cache of the whole session (and the tools it runs in subprocesses)
+    lives in a temporary folder: the suite never reads or writes the user's cache."""
+    folder = str(tmp_path_factory.mktemp('medpersam_cache'))
+    old = os.environ.get('MEDPERSAM_CACHE_DIR')
+    os.environ['MEDPERSAM_CACHE_DIR'] = folder
+    yield folder
+    if old is None:
+        os.environ.pop('MEDPERSAM_CACHE_DIR', None)
+    else:
+        os.environ['MEDPERSAM_CACHE_DIR'] = old
+
+
 @pytest.fixture(autouse=True)
 def mmseg_scope():
     """Registry look-ups outside a Runner (``dict(type='LoadOneShotImage')``) use mmseg's scope."""

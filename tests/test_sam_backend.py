@@ -104,7 +104,7 @@ def test_unknown_arch_and_bad_options():
 
 # --------------------------------------------------------------------------- encode
 def test_encode_caches_by_key_and_matches_upstream_preprocess():
-    sam = SAMBackend(arch='tiny', cache_size=1)
+    sam = SAMBackend(arch='tiny', cache_size=1, disk_cache=False)  # the memory cache alone
     img = torch.rand(3, 40, 56) * 255
     emb = sam.encode(img, key='a')
     assert sam.num_encoded == 1
@@ -144,7 +144,7 @@ def test_encode_many_batches_and_equals_one_by_one(tiny_sam):
 def test_encode_many_default_batch_is_one_on_cpu_and_configurable():
     images = [torch.rand(3, 32, 40) * 255 for _ in range(3)]
     for batch, calls in ((None, 3), (2, 2), (3, 1)):
-        sam = SAMBackend(arch='tiny', encode_batch_size=batch)
+        sam = SAMBackend(arch='tiny', encode_batch_size=batch, disk_cache=False)
         sizes = []
         handle = sam.model.image_encoder.register_forward_hook(
             lambda m, inp, out: sizes.append(inp[0].shape[0]))

@@ -12,6 +12,11 @@ mDice +- std, mIoU, seconds per image, device. ``--figure`` draws the same targe
 or best by mean Dice over the methods, or named ones) across every method, each cell with its
 Dice; ``--plot`` draws every method's per-image Dice. Warp-only and oracle rows are references,
 not methods, and are marked so.
+
+The runs share the disk embedding cache (``MEDPERSAM_CACHE_DIR``, see
+``mmseg_medpersam/sam/embedding_store.py``): configs with the same SAM on the same task encode
+each image once, in the first run; the others read it back, bit for bit. ``--no-cache`` is
+passed on to every run (each then encodes every image itself).
 """
 import argparse
 import json
@@ -159,6 +164,8 @@ def main(argv=None) -> int:
     parser.add_argument('--work-dir', default='work_dirs/compare')
     parser.add_argument('--checkpoint', help='SAM weights passed to every config')
     parser.add_argument('--device', help='device passed to every config')
+    parser.add_argument('--no-cache', action='store_true',
+                        help='runs neither read nor write the disk embedding cache')
     parser.add_argument('--out', help='also write the table to this markdown file')
     parser.add_argument('--figure', help='draw a method-by-target grid to this PNG')
     parser.add_argument('--targets', default='worst',
@@ -173,6 +180,8 @@ def main(argv=None) -> int:
         extra += ['--checkpoint', args.checkpoint]
     if args.device:
         extra += ['--device', args.device]
+    if args.no_cache:
+        extra.append('--no-cache')
     rows, reports, labels, seen, failed = [], [], [], {}, 0
     task_config = None
     for item in args.inputs:

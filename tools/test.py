@@ -34,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--show-dir', help='draw a panel per target (prompts, contours, Dice) '
                         'into this folder')
     parser.add_argument('--device', help="run on this device, e.g. 'cpu' or 'cuda:0'")
+    parser.add_argument('--no-cache', action='store_true',
+                        help='do not read or write the disk embedding cache '
+                        '(model.sam.disk_cache=False; see MEDPERSAM_CACHE_DIR)')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='override config entries, e.g. model.head.num_refinements=1 '
                         '(a list: key=[a,b]; spaces in paths are kept)')
@@ -57,6 +60,8 @@ def build_config(args: argparse.Namespace):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     apply_checkpoint(cfg, args.checkpoint)
+    if args.no_cache and cfg.model.get('sam') is not None:
+        cfg.model.sam.disk_cache = False
     cfg.load_from = None  # SAM's weights load inside the model; nothing else to load
     if args.out_metrics:
         cfg.test_cfg.out_file = args.out_metrics

@@ -7,10 +7,12 @@ that needs to change the decoder (PerSAM's attention bias) passes a ``decoder_ho
 """
 from __future__ import annotations
 
+import os.path as osp
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Union
+from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
@@ -19,11 +21,17 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..utils.cache import LRUCache
+from ..utils.checkpoint import checkpoint_cache_dir, is_url
+from ..utils.digest import file_sha256, state_dict_digest, tensor_digest
 from ..utils.validate import check_number
 from .builder import EMBED_GRID, PIXEL_MEAN, PIXEL_STD, ModelArch, build_sam_model, get_arch
 from .checkpoint import load_sam_checkpoint, read_checkpoint, resolve_checkpoint
+from .embedding_store import EmbeddingStore, entry_key
 from .fast_attention import use_sdpa_attention
 from .geometry import FrameGeometry, Size, resize_longest_side
+
+#: Version of what an embedding key covers; raised when that changes (old entries then age out).
+EMBEDDING_KEY_VERSION = 1
 
 #: ``hook(mask_decoder)`` -> a context manager under which the decoder runs (e.g. PerSAM's
 #: target-guided attention). The backend only enters it.
@@ -37,7 +45,8 @@ class ImageEmbedding:
     Attributes:
         features: (1, 256, 64, 64) image embedding.
         geometry: where the image sits in the model's input frame.
-        encode_seconds: the encoder's time for this image (a batch's time shared evenly).
+        encode_seconds: the time this image's embedding took: the encoder's (a batch's time
+            shared evenly), or reading it from the disk cache.
     """
 
     features: Tensor
@@ -101,13 +110,28 @@ class SAMBackend(nn.Module):
         encode_batch_size: images per encoder call in ``encode_many``. None: 8 on a GPU, 1 on
             a CPU, where batching is slower per image (LiteMedSAM on 2 cores: 1.2 s/image one
             by one, 2.2 s/image in batches of 8).
+        disk_cache: keep embeddings on disk for later runs, configs and processes (the shared
+            ``EmbeddingStore``: ``$MEDPERSAM_CACHE_DIR``, bounded by
+            ``$MEDPERSAM_CACHE_MAX_GIB``); False writes and reads nothing there (``--no-cache``
+            of the tools). Setting ``embedding_store = None`` later switches it off too.
+
+    The disk cache hands back exactly what the encoder returned for the same key, and the key
+    (``embedding_key``) covers everything that changes an embedding: the arch, the weights
+    (sha256 of the checkpoint file, remembered per file; a digest of the encoder's state for
+    random or later-loaded weights), the encoder settings (attention, autocast, compile), the
+    device and numeric platform (torch version, GPU name or CPU instruction set and thread
+    count: all change the last bits), the exact input tensor the encoder gets (so loading,
+    windowing, resizing and normalisation are covered) and the frame geometry. Not in the key:
+    the batch an image was encoded in (the same on a CPU; a GPU batch may round differently in
+    the last bits, and a warm cache returns the values of the batch that first computed it).
+    Weights changed in place after the first encode are not seen: switch the cache off then.
     """
 
     def __init__(self, arch: str = 'vit_b', checkpoint: Optional[str] = None,
                  seed: Optional[int] = 0, cache_size: int = 128,
                  encoder_dtype: str = 'float32', encoder_attention: str = 'eager',
                  encoder_compile: Union[bool, dict] = False,
-                 encode_batch_size: Optional[int] = None) -> None:
+                 encode_batch_size: Optional[int] = None, disk_cache: bool = True) -> None:
         super().__init__()
         self.spec: ModelArch = get_arch(arch)
         if encoder_dtype not in ('float32', 'bfloat16'):
@@ -135,9 +159,11 @@ class SAMBackend(nn.Module):
         if encoder_attention == 'sdpa':
             use_sdpa_attention(self.model.image_encoder)
         self.encoder_attention = encoder_attention
+        self.encoder_compile: Union[bool, dict] = False
         if encoder_compile:
             kwargs = dict(encoder_compile) if isinstance(encoder_compile, dict) else {}
             self.model.image_encoder = torch.compile(self.model.image_encoder, **kwargs)
+            self.encoder_compile = kwargs or True
         if encode_batch_size is not None:
             check_number('SAMBackend', 'encode_batch_size', encode_batch_size, minimum=1,
                          integer=True)
@@ -145,13 +171,24 @@ class SAMBackend(nn.Module):
         self.register_buffer('pixel_mean', torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer('pixel_std', torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
         self.cache: LRUCache[ImageEmbedding] = LRUCache(cache_size)
-        self.num_encoded = 0
+        if not isinstance(disk_cache, bool):
+            raise ValueError(f'disk_cache must be True or False, got {disk_cache!r}')
+        self.embedding_store: Optional[EmbeddingStore] = (
+            EmbeddingStore.from_env() if disk_cache else None)
+        # Only the default packaged file comes with a known digest (checked when resolved).
+        source = self.spec.weights
+        self._known_sha256 = source.sha256 if source is not None and not checkpoint else None
+        self._weights_id: Optional[str] = None  # computed at the first disk-cache look-up
+        self._weights_loaded_later = False
+        self.num_encoded = 0  # images run through the encoder
+        self.num_loaded = 0  # images read from the disk cache instead
 
     def load_weights(self, state: dict, source: str) -> None:
         """Strictly load a raw state dict of this arch (SAM's own key layout); a mismatch
         names ``source`` and the arch the weights fit."""
         load_sam_checkpoint(self.model, self.arch, source, state)
         self.model.train(False)
+        self._weights_loaded_later, self._weights_id = True, None
 
     def train(self, mode: bool = True) -> 'SAMBackend':
         """The model stays in eval mode: it is never trained here."""
@@ -200,13 +237,73 @@ class SAMBackend(nn.Module):
             return torch.autocast('cuda', dtype=torch.bfloat16)
         return nullcontext()
 
+    def _run_encoder(self, batch: Tensor) -> Tensor:
+        """The image encoder on a (B, 3, F, F) input batch -> (B, 256, 64, 64) fp32."""
+        with self._autocast():
+            return self.model.image_encoder(batch).float()
+
+    # ------------------------------------------------------------------ disk cache key
+    def _weights_digest(self) -> str:
+        """What identifies the encoder's weights (computed once, then remembered)."""
+        if self._weights_id is None:
+            encoder = getattr(self.model.image_encoder, '_orig_mod', self.model.image_encoder)
+            path = self.checkpoint
+            if path is not None and is_url(path):  # read_checkpoint's copy of the download
+                path = osp.join(checkpoint_cache_dir(), osp.basename(urlparse(path).path))
+            if self._weights_loaded_later or path is None or not osp.isfile(path):
+                self._weights_id = 'state:' + state_dict_digest(encoder.state_dict())
+            elif self._known_sha256:
+                self._weights_id = 'sha256:' + self._known_sha256
+            else:
+                memo = self.embedding_store.checkpoint_digest_dir if self.embedding_store else None
+                self._weights_id = 'sha256:' + file_sha256(path, memo)
+        return self._weights_id
+
+    def _platform(self) -> str:
+        """The device and what makes its arithmetic round differently."""
+        if self.device.type == 'cuda':
+            return f'cuda:{torch.cuda.get_device_name(self.device)}'
+        if self.device.type == 'cpu':
+            return (f'cpu:{torch.backends.cpu.get_cpu_capability()}:'
+                    f'{torch.get_num_threads()}threads')
+        return self.device.type
+
+    def encoder_identity(self) -> Dict[str, object]:
+        """Everything except the image that decides this backend's embeddings."""
+        autocast = self._autocast()
+        if isinstance(autocast, torch.autocast):
+            autocast = f'{autocast.device}:{autocast.fast_dtype}'.replace('torch.', '')
+        else:
+            autocast = None
+        spec = self.spec
+        return dict(version=EMBEDDING_KEY_VERSION, arch=self.arch, encoder=spec.encoder,
+                    encoder_cfg=repr(sorted(spec.encoder_cfg.items())),
+                    frame_size=spec.frame_size, normalization=spec.normalization,
+                    weights=self._weights_digest(), encoder_dtype=self.encoder_dtype,
+                    autocast=autocast, attention=self.encoder_attention,
+                    compile=repr(self.encoder_compile), platform=self._platform(),
+                    torch=torch.__version__)
+
+    def embedding_key(self, encoder_input: Tensor, geometry: FrameGeometry,
+                      identity: Optional[Dict[str, object]] = None) -> Tuple[str, dict]:
+        """(key, what it covers) of the embedding of ``encoder_input`` (1, 3, F, F), the exact
+        tensor the encoder gets, for an image of ``geometry``."""
+        material = dict(identity or self.encoder_identity())
+        material['input'] = tensor_digest(encoder_input)
+        material['geometry'] = [list(geometry.original_size), geometry.frame_size,
+                                geometry.grid_size, geometry.mask_size]
+        return entry_key(material), material
+
+    # ------------------------------------------------------------------ encode
     @torch.no_grad()
     def encode_many(self, images: Sequence[Tensor], keys: Optional[Sequence[str]] = None,
                     batch_size: Optional[int] = None) -> List[ImageEmbedding]:
         """Embed (3, H, W) RGB 0..255 images, ``batch_size`` per encoder call (None: the
         backend's ``encode_batch_size``, by default 8 on a GPU and 1 on a CPU).
 
-        Images cached under their key are not encoded again; new ones are cached.
+        Images cached in memory under their key are not looked at again; the others are
+        preprocessed and read from the disk cache when it has them, else encoded (and stored
+        there). New ones are cached in memory.
         """
         keys = list(keys) if keys is not None else [None] * len(images)
         if len(keys) != len(images):
@@ -216,19 +313,49 @@ class SAMBackend(nn.Module):
         if batch_size is None:
             batch_size = self.encode_batch_size or (8 if self.device.type == 'cuda' else 1)
         step = max(1, int(batch_size))
-        for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
+        store, identity = self.embedding_store, None
+        if store is not None and todo:
+            try:
+                identity = self.encoder_identity()
+            except OSError as e:  # e.g. the checkpoint file cannot be read to identify it
+                store.warn_once('identity', f'embedding cache: not used ({e}).')
+                store = None
+        # (index, encoder input, geometry, disk key, what it covers, seconds so far)
+        pending: List[tuple] = []
+
+        def flush() -> None:
             start_time = time.perf_counter()
-            inputs, geometries = zip(*(self.preprocess(images[i]) for i in chunk))
-            with self._autocast():
-                feats = self.model.image_encoder(torch.cat(inputs)).float()
+            feats = self._run_encoder(torch.cat([p[1] for p in pending]))
             if self.device.type == 'cuda':
                 torch.cuda.synchronize(self.device)
-            seconds = (time.perf_counter() - start_time) / len(chunk)
-            self.num_encoded += len(chunk)
-            for j, i in enumerate(chunk):
-                out[i] = self.cache.put(keys[i], ImageEmbedding(feats[j:j + 1], geometries[j],
-                                                                seconds))
+            seconds = time.perf_counter() - start_time + sum(p[5] for p in pending)
+            self.num_encoded += len(pending)
+            for j, (i, _, geometry, disk_key, material, _) in enumerate(pending):
+                features = feats[j:j + 1]
+                if store is not None:
+                    store.save(disk_key, material, features)
+                out[i] = self.cache.put(keys[i], ImageEmbedding(features, geometry,
+                                                                seconds / len(pending)))
+            pending.clear()
+
+        for i in todo:
+            start_time = time.perf_counter()
+            x, geometry = self.preprocess(images[i])
+            disk_key = material = None
+            if store is not None:
+                disk_key, material = self.embedding_key(x, geometry, identity)
+                stored = store.load(disk_key)
+                if stored is not None:
+                    self.num_loaded += 1
+                    out[i] = self.cache.put(keys[i], ImageEmbedding(
+                        stored.to(self.device), geometry, time.perf_counter() - start_time))
+                    continue
+            pending.append((i, x, geometry, disk_key, material,
+                            time.perf_counter() - start_time))
+            if len(pending) == step:
+                flush()
+        if pending:
+            flush()
         return out
 
     @torch.no_grad()
@@ -237,7 +364,7 @@ class SAMBackend(nn.Module):
         return self.encode_many([image], [key])[0]
 
     def clear_cache(self) -> None:
-        """Forget every cached embedding."""
+        """Forget every embedding cached in memory (the shared disk cache is kept)."""
         self.cache.clear()
 
     # ------------------------------------------------------------------ decoder
