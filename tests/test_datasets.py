@@ -263,22 +263,30 @@ def test_nifti_slices_minus_reference(nifti_pair):
     for i, z in enumerate([0, 1, 3, 4]):
         sample = ds[i]
         assert sample['img'].shape == (24, 20, 3)
-        assert np.array_equal(sample['img'][..., 0], np.flipud(img[:, :, z].T))
-        assert np.array_equal(sample['gt_seg_map'], np.flipud(seg[:, :, z].T))
+        assert np.array_equal(sample['img'][..., 0], img[:, :, z].T[::-1, ::-1])  # radiological
+        assert np.array_equal(sample['gt_seg_map'], seg[:, :, z].T[::-1, ::-1])
     skip = NiftiSliceDataset(volumes=[dict(img='img.nii.gz', seg='seg.nii.gz')],
                              reference=dict(slice=2), data_root=str(root), skip_empty=True,
                              slices=(0, 5, 1), pipeline=LOAD)
     assert [skip.get_data_info(i)['slice_index'] for i in range(len(skip))] == [0, 1, 3]
 
 
-def test_nifti_shape_mismatch_and_missing_volume(nifti_pair):
+def test_a_label_volume_on_another_grid_is_matched_by_geometry_and_missing_volume(nifti_pair):
+    """A label volume of another shape, stored in another orientation, labels the slices
+    where its world coordinates put it (not by array index)."""
     import nibabel as nib
-    root, _, _ = nifti_pair
-    nib.save(nib.Nifti1Image(np.zeros((20, 24, 6), np.uint8), np.eye(4)),
-             str(root / 'seg6.nii.gz'))
-    with pytest.raises(OneShotDataError, match='seg6.nii.gz: label volume shape'):
-        NiftiSliceDataset(volumes=[dict(img='img.nii.gz', seg='seg6.nii.gz')],
-                          reference=dict(slice=0), data_root=str(root), pipeline=[])
+    root, img, seg = nifti_pair
+    bigger = np.zeros((20, 24, 7), np.uint8)
+    bigger[:, :, 2:7] = seg  # two more slices below: its voxel z = the image's z + 2
+    shifted = np.eye(4)
+    shifted[2, 3] = -2.0
+    lps = nib.Nifti1Image(bigger, shifted).as_reoriented(nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt('RAS'), nib.orientations.axcodes2ornt('LPS')))
+    nib.save(lps, str(root / 'seg7.nii.gz'))
+    ds = NiftiSliceDataset(volumes=[dict(img='img.nii.gz', seg='seg7.nii.gz')],
+                           reference=dict(slice=2), data_root=str(root), pipeline=LOAD)
+    for i, z in enumerate([0, 1, 3, 4]):
+        assert np.array_equal(ds[i]['gt_seg_map'], seg[:, :, z].T[::-1, ::-1])
     with pytest.raises(OneShotDataError, match='nope.nii.gz: volume not found'):
         NiftiSliceDataset(volumes=[dict(img='nope.nii.gz', seg='seg.nii.gz')],
                           reference=dict(slice=0), data_root=str(root), pipeline=[])

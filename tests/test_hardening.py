@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import REPO_ROOT, TINY_CONFIG, folder_options, load_tool, make_folder_task, write_png
 
-from mmseg_medpersam.datasets.io import OneShotDataError, load_image
+from mmseg_medpersam.datasets.loading import load_image
+from mmseg_medpersam.structures.errors import OneShotDataError
 
 MEDPERSAM_TINY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'medpersam_sam-tiny_mni152-wm.py')
 FAST_WARP = {'model.head.warping.iters': 20, 'model.head.warping.retrain_iters': 10,

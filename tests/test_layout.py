@@ -7,8 +7,8 @@ from conftest import REPO_ROOT
 
 PACKAGE = osp.join(REPO_ROOT, 'mmseg_medpersam')
 #: Each folder may import only folders before it (README, "Package layout").
-LAYERS = ('structures', 'utils', 'datasets', 'sam', 'prompts', 'methods', 'segmentors', 'evaluation',
-          'visualization', 'engine', 'apis')
+LAYERS = ('structures', 'utils', 'datasets', 'sam', 'prompts', 'methods', 'segmentors',
+          'evaluation', 'visualization', 'engine', 'apis')
 RELATIVE_IMPORT = re.compile(r'^\s*from (\.+)([\w.]*) import', re.M)
 
 

@@ -263,7 +263,8 @@ def test_a_dangling_link_among_the_images_is_reported(tmp_path, run_tool, capsys
 
 
 def test_an_all_nan_image_is_refused_by_name(tmp_path):
-    from mmseg_medpersam.datasets.io import OneShotDataError, load_image
+    from mmseg_medpersam.datasets.loading import load_image
+    from mmseg_medpersam.structures.errors import OneShotDataError
     path = str(tmp_path / 'nan.tif')
     cv2.imwrite(path, np.full((40, 40), np.nan, np.float32))
     with pytest.raises(OneShotDataError, match='nan.tif: no pixel has a finite value'):
@@ -273,7 +274,7 @@ def test_an_all_nan_image_is_refused_by_name(tmp_path):
 def test_a_palette_png_mask_gives_its_indices(tmp_path):
     from PIL import Image
 
-    from mmseg_medpersam.datasets.io import load_label_map
+    from mmseg_medpersam.datasets.labels import load_label_map
     labels = np.zeros((20, 30), np.uint8)
     labels[5:10, 5:20] = 1
     labels[12:18, 3:9] = 2
@@ -332,3 +333,126 @@ def test_a_skipped_target_is_listed_once_with_dataloader_workers(tmp_path, run_t
     assert code == 3
     (skipped, ) = json.load(open(out))['skipped']
     assert skipped.startswith(osp.join(root, 'images', 't2.png')) and 'Traceback' not in skipped
+
+
+# --------------------------------------------------------------------------- one run per folder
+def _mask(out, name):
+    return cv2.imread(str(out / 'masks' / f'{name}.png'), cv2.IMREAD_UNCHANGED)
+
+
+def test_resume_redoes_exactly_the_targets_whose_input_changed(folder_task, tmp_path):
+    """The record is of the inputs' pixels, not their paths: a changed target (same name and
+    size) is segmented again, equal to a fresh run's; a changed reference redoes all."""
+    from conftest import blob_pair, write_png
+    out, fresh = tmp_path / 'out', tmp_path / 'fresh'
+    assert _infer(folder_task, out) == 0
+    before = {n: _mask(out, n) for n in ('t1', 't2')}
+    img, _ = blob_pair(64, 80, cy=0.3, cx=0.35, labels=(1, ), seed=9)  # moved elsewhere
+    write_png(osp.join(folder_task, 'images', 't2.png'), img)
+    assert _infer(folder_task, out, '--resume') == 0
+    assert _infer(folder_task, fresh) == 0
+    assert np.array_equal(_mask(out, 't1'), before['t1'])
+    assert not np.array_equal(_mask(out, 't2'), before['t2'])
+    assert np.array_equal(_mask(out, 't2'), _mask(fresh, 't2'))
+    ref_mask = osp.join(folder_task, 'masks', 'ref.png')  # the reference label is redrawn
+    write_png(ref_mask, np.pad(cv2.imread(ref_mask, cv2.IMREAD_UNCHANGED)[4:], ((0, 4), (0, 0))))
+    assert _infer(folder_task, out, '--resume') == 0
+    assert _infer(folder_task, fresh, '--overwrite') == 0
+    for n in ('t1', 't2'):
+        assert np.array_equal(_mask(out, n), _mask(fresh, n)), n
+
+
+def test_a_used_out_dir_belongs_to_its_run(folder_task, tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert _infer(folder_task, out) == 0
+    summary = (out / 'summary.json').read_text()
+    capsys.readouterr()
+    assert _infer(folder_task, out, '--binary-255') == 4  # other settings, no flag
+    err = capsys.readouterr().err
+    assert '--resume' in err and '--overwrite' in err and len(err.strip().splitlines()) == 1
+    assert _infer(folder_task, out) == 4  # the same settings, no flag: still refused
+    assert (out / 'summary.json').read_text() == summary
+    assert set(np.unique(_mask(out, 't1'))) <= {0, 1}
+
+
+def test_overwrite_leaves_nothing_of_the_earlier_run(folder_task, tmp_path):
+    out = tmp_path / 'out'
+    assert _infer(folder_task, out) == 0
+    os.remove(osp.join(folder_task, 'images', 't2.png'))
+    assert _infer(folder_task, out, '--overwrite', '--binary-255') == 0
+    assert sorted(os.listdir(out / 'masks')) == ['t1.png']
+    assert set(np.unique(_mask(out, 't1'))) == {0, 255}
+    summary = json.load(open(out / 'summary.json'))
+    assert [t['name'] for t in summary['targets']] == ['t1']
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(folder_task, tmp_path, capsys):
+    import fcntl
+    out = tmp_path / 'out'
+    out.mkdir()
+    with open(out / '.medpersam.lock', 'w') as held:  # another run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        capsys.readouterr()
+        assert _infer(folder_task, out) == 4
+        assert 'another run is writing into this folder' in capsys.readouterr().err
+    assert not (out / 'masks').exists()
+    assert _infer(folder_task, out) == 0  # released: the folder can be used
+
+
+def test_binary_255_with_several_classes_is_refused(tmp_path, capsys):
+    from conftest import make_folder_task
+    root = make_folder_task(str(tmp_path / 'task'), labels=(1, 2))
+    assert _infer(root, tmp_path / 'out', '--binary-255') == 4
+    assert '--binary-255' in capsys.readouterr().err
+
+
+def test_a_reference_among_the_targets_is_noted(folder_task, tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert _infer(folder_task, out) == 0  # the images folder holds ref.png too
+    assert 'ref.png: a reference, not segmented' in capsys.readouterr().err
+    summary = json.load(open(out / 'summary.json'))
+    assert any('ref.png: a reference' in n for n in summary['notes'])
+
+
+def test_label_volumes_are_byte_identical_across_identical_runs(tmp_path):
+    import nibabel as nib
+    img = np.full((30, 32, 3), 30, np.uint8)
+    seg = np.zeros((30, 32, 3), np.uint8)
+    img[8:20, 6:14], seg[8:20, 6:14] = 200, 1
+    nib.save(nib.Nifti1Image(img, np.eye(4)), str(tmp_path / 'vol.nii.gz'))
+    nib.save(nib.Nifti1Image(seg, np.eye(4)), str(tmp_path / 'lab.nii.gz'))
+    outputs = []
+    for run in ('a', 'b'):
+        code = load_tool('infer').main([
+            WARP_ONLY, '--reference', f'{tmp_path}/vol.nii.gz#1', '--reference-mask',
+            f'{tmp_path}/lab.nii.gz', '--images', f'{tmp_path}/vol.nii.gz', '--out-dir',
+            str(tmp_path / run), '--cfg-options', *[f'{k}={v}' for k, v in FAST.items()]])
+        assert code == 0
+        outputs.append((tmp_path / run / 'volumes' / 'vol_seg.nii.gz').read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_a_volume_with_no_usable_slice_gets_no_label_volume(tmp_path, folder_task):
+    import nibabel as nib
+    data = np.full((20, 24, 3), np.nan, np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / 'nan.nii.gz'))
+    out = tmp_path / 'out'
+    code = load_tool('infer').main([
+        WARP_ONLY, '--reference', osp.join(folder_task, 'images', 'ref.png'),
+        '--reference-mask', osp.join(folder_task, 'masks', 'ref.png'), '--images',
+        osp.join(folder_task, 'images', 't1.png'), str(tmp_path / 'nan.nii.gz'), '--out-dir',
+        str(out), '--cfg-options', *[f'{k}={v}' for k, v in FAST.items()]])
+    assert code == 3
+    summary = json.load(open(out / 'summary.json'))
+    assert summary['volumes'] == [] and not (out / 'volumes' / 'nan_seg.nii.gz').exists()
+    assert any('nan.nii.gz: no slice could be segmented' in s for s in summary['skipped'])
+
+
+def test_usage_errors_exit_with_the_setting_code(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_tool('infer').parse_args(['cfg.py', '--reference', 'a.png'])
+    assert exit_.value.code == 4
+    with pytest.raises(SystemExit) as exit_:  # no abbreviations: --out is not --out-dir
+        load_tool('infer').parse_args(['cfg.py', '--reference', 'a', '--reference-mask', 'b',
+                                       '--images', 'c', '--out', 'd'])
+    assert exit_.value.code == 4

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import REPO_ROOT, load_tool
 
-from mmseg_medpersam.datasets.io import OneShotDataError
 from mmseg_medpersam.methods.base import HeadResult
 from mmseg_medpersam.segmentors.propagation import area_change, propagate, propagation_plan
+from mmseg_medpersam.structures.errors import OneShotDataError
 
 WARP_ONLY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
 FAST = ['model.head.warping.iters=10', 'model.head.warping.warm_start_iters=5',

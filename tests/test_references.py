@@ -7,7 +7,6 @@ import torch
 from conftest import make_folder_task
 
 from mmseg_medpersam.datasets import LoadOneShotImage, OneShotFolderDataset
-from mmseg_medpersam.datasets.io import OneShotDataError
 from mmseg_medpersam.methods.base import class_references
 from mmseg_medpersam.methods.medpersam.label_fusion import LocallyWeightedVoting
 from mmseg_medpersam.methods.medpersam.warping import WarpingModel
@@ -15,6 +14,7 @@ from mmseg_medpersam.methods.persam import fit_multimask_fusion
 from mmseg_medpersam.methods.persam.location_prior import reference_prototype
 from mmseg_medpersam.prompts import PromptContext, ReferenceContext
 from mmseg_medpersam.sam import FrameGeometry, ImageEmbedding
+from mmseg_medpersam.structures.errors import OneShotDataError
 
 LOAD = [dict(type='LoadOneShotImage'), dict(type='LoadOneShotAnnotations'),
         dict(type='PackOneShotInputs')]

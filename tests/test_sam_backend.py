@@ -66,7 +66,7 @@ def test_backend_imports_no_method():
                          cwd=REPO_ROOT, check=True).stdout.split()
     assert 'mmseg_medpersam.sam.backend' in out
     layers = {name.split('.')[1] for name in out}
-    assert layers <= {'sam', 'utils'}, sorted(layers)
+    assert layers <= {'sam', 'utils', 'structures'}, sorted(layers)
 
 
 # --------------------------------------------------------------------------- build

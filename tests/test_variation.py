@@ -78,7 +78,7 @@ def test_masks_are_each_targets_own_slice_deformed_with_its_image(ventricles_var
 
 
 def test_a_folder_with_other_data_is_refused(tmp_path):
-    from mmseg_medpersam.datasets.io import OneShotDataError
+    from mmseg_medpersam.structures.errors import OneShotDataError
     (tmp_path / 'mine.txt').write_text('x')
     with pytest.raises(OneShotDataError, match='holds other data'):
         prepare_variation(str(tmp_path), 'brain')

@@ -19,8 +19,8 @@ def main(argv=None) -> int:
     parser.add_argument('--overwrite', action='store_true',
                         help='write the task again over an earlier copy')
     args = parser.parse_args(argv)
-    from mmseg_medpersam.datasets.io import OneShotDataError
     from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, prepare_mni152, slice_name
+    from mmseg_medpersam.structures.errors import OneShotDataError
     if args.task not in list(MNI152_TASKS) + ['all']:
         parser.error(f"--task {args.task}: one of {', '.join(sorted(MNI152_TASKS))}, all")
     tasks = sorted(MNI152_TASKS) if args.task == 'all' else [args.task]

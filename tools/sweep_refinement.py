@@ -81,7 +81,7 @@ def load_task(sam: str, task: str):
 def ground_truth(path: str, meta: dict):
     import numpy as np
 
-    from mmseg_medpersam.datasets.io import load_label_map
+    from mmseg_medpersam.datasets.labels import load_label_map
     return np.asarray(load_label_map(path, 2, meta.get('slice_index'))) > 0
 
 

@@ -6,10 +6,15 @@
   one prediction per target (``tools/infer.py``);
 * ``build_test_runner``: mmengine's Runner for a config's test loop (``tools/test.py``);
 * ``dataset_targets``: a config's targets, preprocessed as the test loop sees them;
+* ``run_inference``: the user's own files from references into an output folder: targets
+  planned (``planning``), each mask and panel written as it finishes, label volumes and DICOM
+  SEGs (``volume_outputs``), an output folder owned by one run (``out_dir``): the procedure
+  behind ``tools/infer.py``;
 * ``run_tool``: the tools' one mapping of errors to exit codes.
 
 ``mmseg.apis.init_model(config)`` builds every config of the project too.
 """
+from .file_inference import InferenceSettings, run_inference
 from .inference import (
     OneShotInferencer,
     Prediction,
@@ -23,6 +28,6 @@ from .inference import (
     run_tool,
 )
 
-__all__ = ['OneShotInferencer', 'Prediction', 'apply_checkpoint', 'build_model',
-           'build_test_runner', 'check_device',
-           'dataset_targets', 'init_one_shot_model', 'load_config', 'run_tool']
+__all__ = ['InferenceSettings', 'OneShotInferencer', 'Prediction', 'apply_checkpoint',
+           'build_model', 'build_test_runner', 'check_device', 'dataset_targets',
+           'init_one_shot_model', 'load_config', 'run_inference', 'run_tool']

@@ -12,13 +12,14 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, MODELS
 from torch import Tensor
 
-from ..datasets.io import OneShotDataError, load_image
+from ..datasets.loading import load_image
 from ..datasets.transforms import LoadOneShotImage
 from ..engine.targets import preprocess_targets
 from ..methods.base import HeadResult
 from ..sam.checkpoint import CheckpointError
 from ..segmentors.one_shot_sam import OneShotSAMSegmentor, ReferenceSet
 from ..segmentors.propagation import DEFAULT_MAX_AREA_CHANGE, propagate_targets
+from ..structures.errors import OneShotDataError
 from ..utils.atomic import WriteError
 from ..utils.cli import (
     EXIT_CHECKPOINT,
@@ -170,14 +171,20 @@ class OneShotInferencer:
     def method_name(self) -> str:
         return self.model.method_name
 
+    @property
+    def model_name(self) -> str:
+        """The promptable model's title (e.g. 'LiteMedSAM'), '' for a method without SAM."""
+        sam = getattr(self.model, 'sam', None)
+        return sam.spec.title if sam is not None else ''
+
     def set_reference(self, image: str, mask: str, slice_index: Optional[int] = None,
-                      axis: int = 2) -> ReferenceSet:
+                      axis: Optional[int] = None) -> ReferenceSet:
         """Load, encode and prepare the labelled reference (a bad one raises here, before any
         target). Starts a new run: earlier fits are forgotten."""
         return self.set_references([(image, mask, slice_index)], axis)
 
     def set_references(self, references: Sequence[Tuple[str, str, Optional[int]]],
-                       axis: int = 2) -> ReferenceSet:
+                       axis: Optional[int] = None) -> ReferenceSet:
         """``set_reference`` with k labelled references, ``(image, mask, slice_index)`` each:
         every method uses them together (README, "k references")."""
         info = dict(references=tuple(dict(img_path=i, seg_map_path=m, slice_index=z)
@@ -190,7 +197,8 @@ class OneShotInferencer:
         self._ref_info = info
         return self.reference
 
-    def load(self, path: str, slice_index: Optional[int] = None, axis: int = 2) -> 'Target':
+    def load(self, path: str, slice_index: Optional[int] = None,
+             axis: Optional[int] = None) -> 'Target':
         """A target image (a 2D file or a volume's slice) with the reference's window."""
         image = load_image(path, slice_index, axis, self.loader.window)
         return Target(image, dict(self._ref_info, img_path=path, slice_index=slice_index),

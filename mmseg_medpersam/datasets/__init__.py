@@ -1,5 +1,7 @@
 """One-shot datasets, loading transforms and the embedded MNI152 tasks."""
-from .io import OneShotDataError, load_image, load_label_map
+from ..structures.errors import OneShotDataError
+from .labels import load_label_map
+from .loading import load_image
 from .one_shot import (
     MNI152BrainDataset,
     MNI152Dataset,

@@ -28,8 +28,8 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
+from ..structures.errors import OneShotDataError
 from ..utils.atomic import atomic_write_png, atomic_write_text
-from .io import OneShotDataError
 
 MNI152_COPYRIGHT = """\
 The images and masks in this folder are axial slices of the ICBM 2009a Nonlinear Symmetric

@@ -10,8 +10,10 @@ from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from ..structures.errors import OneShotDataError
 from ..utils.naming import sample_key, target_names
-from .io import OneShotDataError, nifti_slice, volume_shape
+from .labels import is_label_volume, label_slice
+from .loading import volume_shape
 from .mni152 import get_task, is_prepared, prepare_mni152, slice_name
 
 #: One labelled reference (a stem or ``dict(img_path=..., seg_map_path=...)``), or several.
@@ -289,17 +291,17 @@ class NiftiSliceDataset(_OneShotClasses, BaseSegDataset):
             for path in (img, seg):
                 if not osp.isfile(path):
                     raise OneShotDataError(f'{path}: volume not found.')
-            # Shapes and slices in the canonical RAS orientation (``io.nifti_slice``).
-            img_shape, seg_shape = volume_shape(img), volume_shape(seg)
-            if tuple(img_shape[:3]) != tuple(seg_shape[:3]):
-                raise OneShotDataError(f'{seg}: label volume shape {seg_shape} differs from '
-                                       f'its image {img} ({img_shape}).')
-            depth = img_shape[self.axis]
+            # Slices along the RAS axis; the label volume is put on the image's grid by
+            # geometry (``labels.label_slice``), whatever its own grid and storage order.
+            if not is_label_volume(seg):
+                raise OneShotDataError(f'{seg}: not a label volume (a 3D NIfTI, NRRD or DICOM '
+                                       'SEG).')
+            depth = volume_shape(img)[self.axis]
             start, stop, step = (self.slices or (0, depth, 1))
             for z in range(start, min(stop, depth), step):
                 if (v, z) in self.ref_specs:
                     continue
-                if self.skip_empty and not np.any(nifti_slice(seg, z, self.axis)):
+                if self.skip_empty and not np.any(label_slice(seg, img, z, self.axis)):
                     continue
                 data_list.append(dict(img_path=img, seg_map_path=seg, slice_index=z,
                                       axis=self.axis, label_map=self.label_map,

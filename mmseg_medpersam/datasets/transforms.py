@@ -1,4 +1,5 @@
-"""Pipeline steps that load one-shot task data through ``datasets.io``."""
+"""Pipeline steps that load one-shot task data through ``datasets.loading`` and
+``datasets.labels``."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple
@@ -8,7 +9,9 @@ from mmcv.transforms import BaseTransform
 from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
 
-from .io import OneShotDataError, check_same_size, load_image, load_label_map, load_reference
+from ..structures.errors import OneShotDataError
+from .labels import check_same_size, load_label_map, load_reference
+from .loading import load_image
 
 # What the model may see of a target besides its pixels. The target's own mask path is NOT
 # here: methods never look at a target's label (the evaluators get it as ``gt_sem_seg``).
@@ -48,7 +51,7 @@ class LoadOneShotImage(BaseTransform):
         images, labels = [], []
         for ref in results['references']:
             key = (ref['img_path'], ref['seg_map_path'], ref.get('slice_index'),
-                   results.get('axis', 2), int(results.get('num_classes', 2)))
+                   results.get('axis'), int(results.get('num_classes', 2)))
             if key not in self._references:
                 self._references[key] = load_reference(
                     key[0], key[1], key[4], key[2], key[3], self.window)
@@ -58,7 +61,7 @@ class LoadOneShotImage(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         img = load_image(results['img_path'], results.get('slice_index'),
-                         results.get('axis', 2), self.window)
+                         results.get('axis'), self.window)
         results['img'] = img
         results['img_shape'] = img.shape[:2]
         results['ori_shape'] = img.shape[:2]
@@ -68,12 +71,12 @@ class LoadOneShotImage(BaseTransform):
 
 @TRANSFORMS.register_module()
 class LoadOneShotAnnotations(BaseTransform):
-    """Load the ground-truth label map with the one-shot label rule (``datasets.io``)."""
+    """Load the ground-truth label map with the one-shot label rule (``datasets.labels``)."""
 
     def transform(self, results: dict) -> dict:
         labels = load_label_map(results['seg_map_path'], int(results.get('num_classes', 2)),
-                                results.get('slice_index'), results.get('axis', 2),
-                                allow_ignore=True)
+                                results.get('slice_index'), results.get('axis'),
+                                allow_ignore=True, image_path=results.get('img_path'))
         if 'img' in results:
             check_same_size(results['img'], labels, results['img_path'],
                             results['seg_map_path'])

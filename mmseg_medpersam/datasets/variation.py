@@ -32,8 +32,8 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from ..structures.errors import OneShotDataError
 from ..utils.atomic import atomic_write_png, atomic_write_text
-from .io import OneShotDataError
 from .mni152 import MNI152_COPYRIGHT, axial_slice, get_task, load_template, slice_name
 
 VARIATION_FILE = 'VARIATION.txt'

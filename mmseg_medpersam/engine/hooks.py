@@ -10,7 +10,7 @@ from mmengine.hooks import Hook
 from mmseg.engine.hooks import SegVisualizationHook
 from mmseg.registry import HOOKS
 
-from ..datasets.io import IGNORE_INDEX
+from ..structures.labels import IGNORE_INDEX
 from ..utils.atomic import atomic_write_png, check_writable_dir
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import prediction_name
@@ -55,6 +55,7 @@ class PanelVisualizationHook(_OutputDirHook):
 
     def after_test_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
                         outputs: Optional[Sequence] = None) -> None:
+        from ..datasets.loading import slice_letters
         from ..visualization import target_panel
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         method = getattr(model, 'method_name', type(model).__name__)  # the run's facts
@@ -70,8 +71,14 @@ class PanelVisualizationHook(_OutputDirHook):
             name = prediction_name(sample.metainfo)
             score = mean_foreground_dice(pred, gt, IGNORE_INDEX) if gt is not None else None
             title = f'{method} | {name}' + (f' | Dice {score:.3f}' if score is not None else '')
+            meta = sample.metainfo
+            ref = (meta.get('references') or [{}])[0]
             target_panel(osp.join(self.out_dir, name + '.png'), img, pred, gt,
-                         sample.metainfo.get('prompts'), reference, title)
+                         meta.get('prompts'), reference, title,
+                         slice_letters(meta['img_path'], meta.get('slice_index'),
+                                       meta.get('axis')),
+                         slice_letters(ref['img_path'], ref.get('slice_index'), meta.get('axis'))
+                         if ref else None)
 
 
 @HOOKS.register_module()

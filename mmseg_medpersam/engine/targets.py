@@ -10,8 +10,8 @@ from typing import Callable, List, Optional, Tuple
 
 from torch import Tensor
 
-from ..datasets.io import OneShotDataError
 from ..datasets.transforms import LoadOneShotAnnotations
+from ..structures.errors import OneShotDataError
 
 
 def unlabeled_sample(dataset, index: int) -> dict:

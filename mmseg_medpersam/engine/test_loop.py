@@ -32,11 +32,11 @@ from mmengine.runner import TestLoop
 from mmengine.runner.amp import autocast
 from mmseg.registry import LOOPS
 
-from ..datasets.io import IGNORE_INDEX, OneShotDataError
 from ..datasets.transforms import LoadOneShotImage
 from ..evaluation.report import write_report
 from ..segmentors.propagation import SliceResult, propagate_targets
-from ..structures.errors import OneShotTargetsFailed, ReportNotWritten  # noqa: E402
+from ..structures.errors import OneShotDataError, OneShotTargetsFailed, ReportNotWritten  # noqa: E402
+from ..structures.labels import IGNORE_INDEX
 from ..utils.atomic import WriteError, atomic_write_text, check_writable_file
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import image_name, prediction_name, sample_key

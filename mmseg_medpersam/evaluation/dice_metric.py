@@ -13,7 +13,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmseg.registry import METRICS
 
-from ..datasets.io import IGNORE_INDEX
+from ..structures.labels import IGNORE_INDEX
 from ..utils.masks import label_map_scores
 from ..utils.naming import image_name, prediction_name
 

@@ -14,7 +14,6 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from ..datasets.io import OneShotDataError
 from ..methods.base import (
     BaseOneShotHead,
     FitState,
@@ -24,6 +23,7 @@ from ..methods.base import (
     class_references,
 )
 from ..prompts.context import PromptContext, ReferenceContext
+from ..structures.errors import OneShotDataError
 from ..utils.masks import merge_class_logits
 from ..utils.naming import references_key, sample_key
 from .base import OneShotSegmentorBase

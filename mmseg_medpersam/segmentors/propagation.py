@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..datasets.io import OneShotDataError
 from ..methods.base import FitState, HeadResult
+from ..structures.errors import OneShotDataError
 from ..utils.naming import sample_key
 from ..utils.progress import track
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Optional, Tuple
 
 from mmengine.config import DictAction
 
@@ -34,6 +35,19 @@ class ConfigOptionsAction(DictAction):
         if bracketed or bare_list:
             return DictAction._parse_iterable(text)
         return DictAction._parse_int_float_bool(text.strip('\'"'))
+
+
+def parse_window(text: Optional[str], flag: str = '--window') -> Optional[Tuple[float, float]]:
+    """``LOW,HIGH`` -> (low, high), e.g. ``-160,240``; a bad one is a ``ConfigError``."""
+    if not text:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(','))
+    except ValueError:
+        raise ConfigError(f'{flag} {text}: expected LOW,HIGH (two numbers), e.g. -160,240')
+    if not high > low:
+        raise ConfigError(f'{flag} {text}: HIGH must be above LOW')
+    return low, high
 
 
 def parse_cfg_options(items) -> dict:

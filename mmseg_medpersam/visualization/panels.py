@@ -85,6 +85,19 @@ def draw_prompts(ax, record: dict) -> Tuple[bool, bool, bool]:
     return pos, neg, box
 
 
+def draw_orientation(ax, letters: Optional[Sequence[str]]) -> None:
+    """The patient directions (left, right, top, bottom) at the middle of each edge of an
+    image's axes, as viewers mark them."""
+    if not letters:
+        return
+    style = dict(transform=ax.transAxes, color='yellow', fontsize=9, fontweight='bold')
+    for (x, y, ha, va), letter in zip(((0.01, 0.5, 'left', 'center'),
+                                       (0.99, 0.5, 'right', 'center'),
+                                       (0.5, 0.99, 'center', 'top'),
+                                       (0.5, 0.01, 'center', 'bottom')), letters):
+        ax.text(x, y, letter, ha=ha, va=va, **style)
+
+
 def save_figure(fig: Figure, path: str) -> None:
     """Render ``fig`` as a PNG and write it atomically (a failed write leaves no 0-byte file)."""
     buffer = io.BytesIO()
@@ -117,9 +130,11 @@ def target_panel(path: str, image: np.ndarray, pred: np.ndarray,
                  gt: Optional[np.ndarray] = None,
                  prompts: Optional[Dict[int, dict]] = None,
                  reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-                 title: str = '') -> str:
+                 title: str = '', letters: Optional[Sequence[str]] = None,
+                 reference_letters: Optional[Sequence[str]] = None) -> str:
     """Draw ``render_panel``'s figure to ``path`` (PNG); returns ``path``."""
-    fig, _ = render_panel(image, pred, gt, prompts, reference, title)
+    fig, _ = render_panel(image, pred, gt, prompts, reference, title, letters,
+                          reference_letters)
     save_figure(fig, path)
     return path
 
@@ -127,7 +142,8 @@ def target_panel(path: str, image: np.ndarray, pred: np.ndarray,
 def render_panel(image: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] = None,
                  prompts: Optional[Dict[int, dict]] = None,
                  reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-                 title: str = ''):
+                 title: str = '', letters: Optional[Sequence[str]] = None,
+                 reference_letters: Optional[Sequence[str]] = None):
     """One target: reference | target with prompts and contours | SAM's masks step by step.
 
     Returns the figure and the target's axes (data coordinates are the image's pixels).
@@ -139,6 +155,8 @@ def render_panel(image: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] =
             boxes, 'mask': the warped prior, 'step_masks': SAM's mask after each step).
         reference: (image, label map) of the labelled reference.
         title: method, target and Dice, shown on top.
+        letters, reference_letters: the patient directions at the (left, right, top,
+            bottom) edges of a volume slice (``datasets.volume``), written on them.
     """
     prompts = prompts or {}
     steps = max((len(r.get('step_masks') or []) for r in prompts.values()), default=0)
@@ -151,7 +169,9 @@ def render_panel(image: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] =
         ax.imshow(_gray(reference[0]), cmap='gray', interpolation='nearest')
         draw_label_contours(ax, np.asarray(reference[1]))
         ax.set_title('reference (its label)', fontsize=9)
+        draw_orientation(ax, reference_letters)
     ax = target_ax = axes.pop(0)
+    draw_orientation(ax, letters)
     ax.imshow(_gray(image), cmap='gray', interpolation='nearest')
     drawn = draw_label_contours(ax, np.asarray(pred))
     handles += [Line2D([], [], color=class_colour(c), label=f'prediction (class {c})')
@@ -184,6 +204,7 @@ def render_panel(image: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] =
             if record.get('mask') is not None:
                 draw_contour(ax, record['mask'], PRIOR_COLOUR, 'dotted')
         ax.set_title(f'SAM step {i + 1}', fontsize=9)
+        draw_orientation(ax, letters)
     fig.suptitle(title, fontsize=10)
     _legend(fig, handles)
     return fig, target_ax
