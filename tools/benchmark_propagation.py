@@ -26,7 +26,7 @@ DISTANCES = (2, 10, 20, 30)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='the method (its model and pipeline are used)')
     parser.add_argument('--task', default='wm', help="embedded MNI152 task: 'wm', 'brain', ...")

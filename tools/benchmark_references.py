@@ -22,7 +22,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('configs', nargs='+', help='configs of configs/ to run')
     parser.add_argument('--references', action='append', required=True, metavar='STEM[,STEM]',

@@ -22,7 +22,7 @@ from typing import Dict, List
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     p.add_argument('--task', default='wm', help='embedded MNI152 task: wm, ventricles, brain')
     p.add_argument('--data-root', default=None,
                    help='task folder (images/, masks/), default data/mni152_<task>; generated '

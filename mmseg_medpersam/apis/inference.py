@@ -103,12 +103,17 @@ def init_one_shot_model(config, checkpoint: Optional[str] = None, device: Option
     return model.to(device or ('cuda' if torch.cuda.is_available() else 'cpu')).eval()
 
 
-def build_test_runner(cfg: Config, device: Optional[str] = None):
-    """mmengine's Runner with its model and test loop built (settings are checked here)."""
+def build_test_runner(cfg: Config, device: Optional[str] = None, verbose: bool = True):
+    """mmengine's Runner with its model and test loop built (settings are checked here).
+
+    ``verbose=False`` gives a ``QuietRunner``: the environment, the config and the repeated
+    metrics go to the run's log file only (``engine.console``)."""
     from mmengine.runner import Runner
+
+    from ..engine.console import QuietRunner
     check_device(device)
     try:
-        runner = Runner.from_cfg(cfg)
+        runner = (Runner if verbose else QuietRunner).from_cfg(cfg)
         # mmengine builds the test loop (dataset, pipeline, evaluator) lazily inside test():
         # build it now, so an unknown type or a bad argument there is a setting error too.
         runner.test_loop  # noqa: B018

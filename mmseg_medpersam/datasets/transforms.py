@@ -92,6 +92,7 @@ class PackOneShotInputs(PackSegInputs):
     def __init__(self, meta_keys: Sequence[str] = ONE_SHOT_META_KEYS) -> None:
         super().__init__(meta_keys=tuple(meta_keys))
 
+
 @TRANSFORMS.register_module()
 class LoadOneShotTarget(BaseTransform):
     """An image to segment, without label or reference: the first step of the pipeline mmseg's

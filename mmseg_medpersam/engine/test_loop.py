@@ -12,7 +12,9 @@
   propagation from its labelled slices (``segmentors.propagation``) before any batch; the
   batches then score those results;
 * the one metrics report (``out_file``): summary, per-class and per-image scores, prompt
-  quality, skipped targets, the transductive fit's log and the run's facts.
+  quality, skipped targets, the transductive fit's log and the run's facts;
+* the evaluation's summaries and mmengine's after-epoch metrics line go to the log file only
+  under a ``QuietRunner`` (``engine.console``): the tool prints the metrics once.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from ..structures.labels import IGNORE_INDEX
 from ..utils.atomic import WriteError, atomic_write_text, check_writable_file
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import image_name, prediction_name, sample_key
+from .console import file_only
 from .hooks import SaveMasksHook
 from .targets import preprocess_targets
 
@@ -245,7 +248,8 @@ class OneShotTestLoop(TestLoop):
                 print_log(f'skipped a target: {e}', logger='current', level=logging.ERROR)
         # One entry per file, whichever rank (and the fit) met it.
         failures = sorted({msg for part in all_gather_object(failures) for msg in part})
-        metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
+        with file_only():
+            metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
         details = {k.rpartition('/')[2]: metrics.pop(k) for k in list(metrics)
                    if k.rpartition('/')[2] in ('per_image', 'per_class')}
         if self.out_file and get_rank() == 0:
@@ -256,8 +260,9 @@ class OneShotTestLoop(TestLoop):
                        masks_dir=next((h.out_dir for h in self.runner.hooks
                                        if isinstance(h, SaveMasksHook)), None),
                        wall_seconds=round(time.perf_counter() - start, 2))
-            print_log('metrics: ' + ', '.join(f'{k} {v}' for k, v in metrics.items()),
-                      logger='current')  # before any file: a failed write loses nothing
+            with file_only():  # before any file: a failed write loses nothing
+                print_log('metrics: ' + ', '.join(f'{k} {v}' for k, v in metrics.items()),
+                          logger='current')
             try:
                 write_report(self.out_file, metrics, details, skipped=failures,
                              transductive=fit_log, run=run, propagation=propagation)
@@ -267,7 +272,8 @@ class OneShotTestLoop(TestLoop):
                 error = ReportNotWritten(f'{e} (the metrics are printed above{kept})')
                 error.metrics = metrics
                 raise error from e
-        self.runner.call_hook('after_test_epoch', metrics=metrics)
+        with file_only():  # mmengine's LoggerHook logs the metrics again here
+            self.runner.call_hook('after_test_epoch', metrics=metrics)
         self.runner.call_hook('after_test')
         if failures:
             listing = '\n  '.join(failures)
