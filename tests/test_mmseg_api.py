@@ -81,6 +81,32 @@ def test_with_meta_wraps_only_sam_files_and_classless_segmentor_checkpoints():
 
 
 # --------------------------------------------------------------------------- inference_model
+def test_mmsegs_api_on_the_tiny_config_and_the_mni152_task(mni152_root, tmp_path):
+    """The README's example: init_model with a raw SAM file, inference_model on a path and an
+    array, MMSegInferencer: a pred_sem_seg of the image's size, the config's reference."""
+    import cv2
+    from mmseg.apis import MMSegInferencer, inference_model, init_model
+    path = str(tmp_path / 'tiny.pth')
+    torch.save(build_sam_model('tiny', seed=0).state_dict(), path)
+    options = {'test_dataloader.dataset.data_root': mni152_root}
+    model = init_model(TINY_CONFIG, path, device='cpu', cfg_options=options)
+    image = osp.join(mni152_root, 'images', 'z070.png')
+    size = cv2.imread(image).shape[:2]
+    by_path = inference_model(model, image)
+    by_array = inference_model(model, cv2.imread(image, cv2.IMREAD_UNCHANGED))
+    for result in (by_path, by_array):
+        assert tuple(result.pred_sem_seg.data.shape) == (1, *size)
+        assert osp.basename(result.metainfo['references'][0]['img_path']) == 'z090.png'
+    assert torch.equal(by_path.pred_sem_seg.data, by_array.pred_sem_seg.data)
+    cfg = Config.fromfile(TINY_CONFIG)
+    cfg.merge_from_dict(options)
+    inferencer = MMSegInferencer(model=cfg, weights=path, device='cpu')
+    inferencer.show_progress = False
+    sample = inferencer(image, return_datasamples=True)
+    assert torch.equal(sample.pred_sem_seg.data, by_path.pred_sem_seg.data)
+    assert model.dataset_meta['classes'] == ('background', 'white matter')
+
+
 def test_inference_model_on_a_path_and_an_array(task, model):
     """The config's reference is used; an array (any dtype, HxW or HxWx3) gives the same
     result as its file, with a pred_sem_seg of the image's size."""
