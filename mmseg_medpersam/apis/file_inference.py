@@ -230,7 +230,7 @@ def _segment_all(s: InferenceSettings, folder: OutputFolder, inferencer: OneShot
         pred = propagated.get((t.path, t.slice_index)) if s.propagate else None
         entry = kept(target, t)
         if entry is None:
-            pred = pred if pred is not None else inferencer(target)
+            pred = pred if pred is not None else inferencer.segment(target)
             labels = pred.labels
             written = [osp.join('masks', t.name + '.png'), osp.join('panels', t.name + '.png')]
             mask = labels * 255 if s.binary_255 else labels

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -12,11 +12,14 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, MODELS
 from torch import Tensor
 
-from ..datasets.loading import load_image
+from ..datasets.labels import check_same_size, load_label_map, normalize_label_map
+from ..datasets.loading import MIN_IMAGE_SIDE, load_image
 from ..datasets.transforms import LoadOneShotImage
+from ..datasets.windowing import to_uint8_rgb
 from ..engine.targets import preprocess_targets
 from ..methods.base import HeadResult
 from ..sam.checkpoint import CheckpointError
+from ..segmentors.mmseg_api import array_name
 from ..segmentors.one_shot_sam import OneShotSAMSegmentor, ReferenceSet
 from ..segmentors.propagation import DEFAULT_MAX_AREA_CHANGE, propagate_targets
 from ..structures.errors import OneShotDataError
@@ -32,6 +35,9 @@ from ..utils.cli import (
     parse_cfg_options,
 )
 from ..utils.naming import sample_key
+
+#: An image or label map: a file path, or an array ((H, W) or (H, W, 3), any dtype).
+ImageLike = Union[str, np.ndarray]
 
 
 def load_config(config, cfg_options=None) -> Config:
@@ -148,13 +154,17 @@ class Prediction:
 class OneShotInferencer:
     """Config + checkpoint + labelled reference(s) -> fit on the targets -> predictions.
 
+    Images and label maps may be files (any the plugin reads: PNG/TIFF/JPEG/DICOM, a volume
+    with a slice index) or arrays ((H, W) or (H, W, 3), any dtype: windowed to 8 bits by the
+    plugin's rule, label maps by its label rule). Results are mmseg ``SegDataSample``s
+    (``pred_sem_seg``, ``seg_logits``) carrying the typed ``Prediction`` as ``one_shot``.
+
     Example::
 
         inferencer = OneShotInferencer('configs/medpersam/medpersam_litemedsam_mni152-wm.py')
-        inferencer.set_reference('ref.png', 'ref_mask.png')
-        images = [inferencer.load('a.png'), inferencer.load('b.png')]
-        inferencer.fit(images)            # transductive methods see every target once
-        labels = inferencer(images[0]).labels
+        inferencer.set_reference(ref_image, ref_mask)      # arrays or paths
+        samples = inferencer([image_a, image_b])           # fitted on both, one sample each
+        labels = samples[0].pred_sem_seg.data[0]
 
     Args:
         config, checkpoint, device, cfg_options, num_classes: as ``init_one_shot_model``.
@@ -182,31 +192,83 @@ class OneShotInferencer:
         sam = getattr(self.model, 'sam', None)
         return sam.spec.title if sam is not None else ''
 
-    def set_reference(self, image: str, mask: str, slice_index: Optional[int] = None,
+    def set_reference(self, image: ImageLike, mask: ImageLike,
+                      slice_index: Optional[int] = None,
                       axis: Optional[int] = None) -> ReferenceSet:
         """Load, encode and prepare the labelled reference (a bad one raises here, before any
         target). Starts a new run: earlier fits are forgotten."""
         return self.set_references([(image, mask, slice_index)], axis)
 
-    def set_references(self, references: Sequence[Tuple[str, str, Optional[int]]],
+    def set_references(self, references: Sequence[Tuple[ImageLike, ImageLike, Optional[int]]],
                        axis: Optional[int] = None) -> ReferenceSet:
-        """``set_reference`` with k labelled references, ``(image, mask, slice_index)`` each:
-        every method uses them together (README, "k references")."""
-        info = dict(references=tuple(dict(img_path=i, seg_map_path=m, slice_index=z)
-                                     for i, m, z in references),
-                    axis=axis, num_classes=self.num_classes)
-        info['ref_imgs'], info['ref_seg_maps'] = self.loader.load_references(info)
+        """``set_reference`` with k labelled references, ``(image, mask, slice_index)`` each
+        (or ``(image, mask)``): every method uses them together (README, "k references")."""
+        references = [tuple(r) + (None, ) * (3 - len(r)) for r in references]
+        if all(isinstance(i, str) and isinstance(m, str) for i, m, _ in references):
+            info = dict(references=tuple(dict(img_path=i, seg_map_path=m, slice_index=z)
+                                         for i, m, z in references),
+                        axis=axis, num_classes=self.num_classes)
+            info['ref_imgs'], info['ref_seg_maps'] = self.loader.load_references(info)
+        else:
+            loaded = [self._reference(i, m, z, axis) for i, m, z in references]
+            info = dict(references=tuple(r for r, _, _ in loaded), axis=axis,
+                        num_classes=self.num_classes, ref_imgs=tuple(x for _, x, _ in loaded),
+                        ref_seg_maps=tuple(y for _, _, y in loaded))
         self.model.begin_run()
         with torch.no_grad():
             self.reference = self.model.get_reference(info)
         self._ref_info = info
         return self.reference
 
-    def load(self, path: str, slice_index: Optional[int] = None,
+    def _reference(self, image: ImageLike, mask: ImageLike, slice_index: Optional[int],
+                   axis: Optional[int]) -> Tuple[dict, np.ndarray, np.ndarray]:
+        """One reference of which the image or the mask is an array: (its record, image,
+        label map), checked as files are (same size, no 255, not empty)."""
+        img, img_name = self._image(image, slice_index, axis)
+        if isinstance(mask, str):
+            labels = load_label_map(mask, self.num_classes, slice_index, axis,
+                                    allow_ignore=False,
+                                    image_path=image if isinstance(image, str) else None)
+            mask_name = mask
+        else:
+            mask_name = array_name(np.asarray(mask)) + '_mask'
+            labels = normalize_label_map(np.asarray(mask), self.num_classes, mask_name,
+                                         allow_ignore=False)
+        check_same_size(img, labels, img_name, mask_name)
+        if not labels.any():
+            raise OneShotDataError(f'{mask_name}: the reference mask is empty (no foreground '
+                                   'pixel): label at least one structure.')
+        record = dict(img_path=img_name, seg_map_path=mask_name, slice_index=slice_index)
+        return record, img, labels
+
+    def _image(self, image: ImageLike, slice_index: Optional[int] = None,
+               axis: Optional[int] = None) -> Tuple[np.ndarray, str]:
+        """An (H, W, 3) uint8 image and its name, from a file or an array."""
+        if isinstance(image, str):
+            return load_image(image, slice_index, axis, self.loader.window), image
+        array = np.asarray(image)
+        name = array_name(array)
+        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
+            raise OneShotDataError(f'{name}: an image array must be (H, W) or (H, W, 3), got '
+                                   f'shape {array.shape}.')
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[..., 0]
+        if min(array.shape[:2]) < MIN_IMAGE_SIDE:
+            raise OneShotDataError(f'{name}: an image of {array.shape[0]}x{array.shape[1]} '
+                                   'pixels is too small to segment.')
+        try:
+            return to_uint8_rgb(array, self.loader.window), name
+        except ValueError as e:
+            raise OneShotDataError(f'{name}: {e}') from e
+
+    def load(self, image: ImageLike, slice_index: Optional[int] = None,
              axis: Optional[int] = None) -> 'Target':
-        """A target image (a 2D file or a volume's slice) with the reference's window."""
-        image = load_image(path, slice_index, axis, self.loader.window)
-        return Target(image, dict(self._ref_info, img_path=path, slice_index=slice_index),
+        """A target image (a file, a volume's slice, or an array) with the reference's
+        window."""
+        if self.reference is None:
+            raise OneShotDataError('no reference: call set_reference(image, mask) first.')
+        pixels, name = self._image(image, slice_index, axis)
+        return Target(pixels, dict(self._ref_info, img_path=name, slice_index=slice_index),
                       self.device)
 
     def fit(self, targets: Sequence['Target']) -> dict:
@@ -231,13 +293,39 @@ class OneShotInferencer:
         return out, log
 
     @torch.no_grad()
-    def __call__(self, target: 'Target') -> Prediction:
-        """Segment one target with the fit (a transductive method not fitted on it is fitted
-        on the reference and this target alone)."""
+    def segment(self, target: 'Target') -> Prediction:
+        """Segment one loaded target with the fit (a transductive method not fitted on it is
+        fitted on the reference and this target alone): the typed result."""
         results = self.model.segment(target.tensor, target.meta)
         labels = self.model.merge_classes(results, tuple(target.image.shape[:2]))
         return Prediction(labels.numpy().astype(np.uint8), results,
                           {c: self.model.prompt_record(r) for c, r in results.items()})
+
+    def __call__(self, inputs):
+        """Segment one target or a list (``Target``s, files or arrays); returns one mmseg
+        ``SegDataSample`` per target (``pred_sem_seg``, ``seg_logits``, and the typed
+        ``Prediction`` as ``one_shot``). A transductive method given a list is fitted on all
+        of it first, as ``tools/test.py`` does."""
+        single = not isinstance(inputs, (list, tuple))
+        targets = [t if isinstance(t, Target) else self.load(t)
+                   for t in ([inputs] if single else inputs)]
+        if len(targets) > 1 and self.model.transductive:
+            self.fit(targets)
+        samples = [self._sample(t, self.segment(t)) for t in targets]
+        return samples[0] if single else samples
+
+    def _sample(self, target: 'Target', pred: Prediction):
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        size = tuple(target.image.shape[:2])
+        sample = SegDataSample(metainfo=dict(img_path=target.meta['img_path'], ori_shape=size,
+                                             img_shape=size,
+                                             slice_index=target.meta.get('slice_index')))
+        sample.pred_sem_seg = PixelData(data=torch.from_numpy(pred.labels)[None].long())
+        sample.seg_logits = PixelData(data=self.model.class_logits(pred.results, size,
+                                                                   self.num_classes))
+        sample.one_shot = pred
+        return sample
 
 
 @dataclass
