@@ -19,7 +19,6 @@ import os.path as osp
 import sys
 from typing import Dict, Optional
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 DISTANCES = (2, 10, 20, 30)
@@ -48,8 +47,8 @@ if __name__ == '__main__' and {'-h', '--help'} & set(sys.argv[1:]):
 import gzip  # noqa: E402
 
 import numpy as np  # noqa: E402
-from compare import run_config  # noqa: E402
 
+from mmseg_medpersam.apis.runs import run_config  # noqa: E402
 from mmseg_medpersam.datasets.mni152 import get_task, load_template, template_path  # noqa: E402
 from mmseg_medpersam.utils.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 

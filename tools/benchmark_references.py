@@ -18,7 +18,7 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,8 +39,8 @@ if __name__ == '__main__' and {'-h', '--help'} & set(sys.argv[1:]):
     parse_args()  # prints the help and exits before the heavy imports below
 
 import numpy as np  # noqa: E402
-from compare import run_config  # noqa: E402
 
+from mmseg_medpersam.apis.runs import run_config  # noqa: E402
 from mmseg_medpersam.utils.atomic import atomic_write_text  # noqa: E402
 
 

@@ -19,43 +19,18 @@ each image once, in the first run; the others read it back, bit for bit. ``--no-
 passed on to every run (each then encodes every image itself).
 """
 import argparse
-import json
-import os
 import os.path as osp
-import subprocess
 import sys
 from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-HERE = osp.dirname(osp.abspath(__file__))
 #: Rows that are references for the methods, not methods.
 REFERENCE_METHODS = ('Warp only', 'Oracle: GT box (upper reference)')
 
 
 def is_reference(label: str) -> bool:
     return label.startswith(REFERENCE_METHODS)
-
-
-def run_config(config: str, work_dir: str, extra: List[str]) -> Optional[str]:
-    """Run one config through tools/test.py; the metrics JSON path, or None if it failed."""
-    name = osp.splitext(osp.basename(config))[0]
-    out = osp.join(work_dir, name, 'metrics.json')
-    cmd = [sys.executable, osp.join(HERE, 'test.py'), config, '--work-dir',
-           osp.join(work_dir, name), '--out-metrics', out,
-           '--out-masks', osp.join(work_dir, name, 'masks')] + extra
-    print(f'running {name} ...', file=sys.stderr, flush=True)
-    if osp.isfile(out):
-        os.remove(out)  # a report left by an earlier run must not stand in for this one
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    tail = '\n'.join(proc.stderr.strip().splitlines()[-5:])
-    if not osp.isfile(out):
-        print(f'{name} failed (exit {proc.returncode}):\n{tail}', file=sys.stderr)
-        return None
-    if proc.returncode != 0:  # e.g. exit 3: some targets failed, the others were scored
-        print(f'{name}: exit {proc.returncode}, its report covers the targets it could '
-              f'segment:\n{tail}', file=sys.stderr)
-    return out
 
 
 def table_row(report: dict, path: str) -> str:
@@ -175,6 +150,12 @@ def main(argv=None) -> int:
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='passed to every config, e.g. test_dataloader.dataset.data_root=D')
     args = parser.parse_args(argv)
+    from mmseg_medpersam.apis import run_tool
+    return run_tool(lambda: compare(args))
+
+
+def compare(args: argparse.Namespace) -> int:
+    from mmseg_medpersam.apis.runs import read_report, run_config
     extra = ['--cfg-options'] + args.cfg_options if args.cfg_options else []
     if args.checkpoint:
         extra += ['--checkpoint', args.checkpoint]
@@ -189,8 +170,7 @@ def main(argv=None) -> int:
         if path is None:
             failed += 1
             continue
-        with open(path) as f:
-            report = json.load(f)
+        report = read_report(path)
         rows.append(table_row(report, path))
         reports.append(report)
         labels.append(method_label(report, path, seen))

@@ -151,7 +151,8 @@ def main(argv=None) -> int:
                         results = model.segment(img, meta)
                         pred = model.merge_classes(results, tuple(img.shape[-2:])).numpy() > 0
                         scores.append(dice(pred, gt))
-                        used += any(r.info.get('sam_used') for r in results.values())
+                        used += any(r.refinement is not None and r.refinement.sam_used
+                                    for r in results.values())
                 sec = (time.perf_counter() - start) / len(images)
                 row = dict(task=task, sam=sam, prompts=name,
                            boxes='per component' if pc else 'one', guard=guard, iters=iters,

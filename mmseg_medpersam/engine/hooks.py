@@ -101,7 +101,7 @@ class OneShotVisualizationHook(SegVisualizationHook):
 
     def _contrasting_palette(self) -> None:
         """The visualizer's palette (the dataset's) made to stand out on a scan."""
-        from ..visualization.palette import drawing_palette
+        from ..utils.palette import drawing_palette
         meta = getattr(self._visualizer, 'dataset_meta', None) or {}
         if meta.get('classes'):
             palette = drawing_palette(meta['classes'], meta.get('palette'))

@@ -45,7 +45,8 @@ class PerImageDiceMetric(BaseMetric):
             self.results.append(dict(img=image_name(sample), name=prediction_name(sample),
                                      scores=scores,
                                      order=sample.get('sample_idx'),
-                                     seconds=sample.get('predict_seconds')))
+                                     seconds=sample.get('predict_seconds'),
+                                     refinement=sample.get('refinement')))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, object]:
         # Dataset order, each image once (samplers of several processes pad with repeats).
@@ -91,5 +92,7 @@ def per_image_entries(results: List[dict]) -> List[dict]:
                                   for c, v in r['scores'].items()}
         if r.get('seconds') is not None:
             entry['seconds'] = r['seconds']
+        if r.get('refinement'):  # the method's own record of its SAM step, per class
+            entry['refinement'] = {str(c): v for c, v in r['refinement'].items()}
         entries.append(entry)
     return entries

@@ -64,6 +64,28 @@ class FitState:
 
 
 @dataclass
+class RefinementRecord:
+    """What an iterative SAM refinement did for one target and class (Med-PerSAM's step).
+
+    Attributes:
+        iterations: SAM calls made.
+        stop: why it stopped ('converged', 'disagrees with warp', 'empty', 'iterations',
+            'no prompt'; '' when SAM was not called).
+        sam_used: whether a SAM mask replaced the warped one (the per-target choice).
+        step_masks: (H, W) bool mask after each SAM call (for figures).
+    """
+
+    iterations: int = 0
+    stop: str = ''
+    sam_used: bool = False
+    step_masks: List[Tensor] = field(default_factory=list)
+
+    def summary(self) -> Dict[str, Any]:
+        """The record's scalars, as a report lists them."""
+        return dict(iterations=self.iterations, stop=self.stop, sam_used=self.sam_used)
+
+
+@dataclass
 class HeadResult:
     """A head's answer for one target and one class.
 
@@ -71,13 +93,15 @@ class HeadResult:
         logits: (H, W) float scores on the target image; the mask is ``logits > 0``.
         prompts: the prompts the method generated for its first SAM call (for prompt metrics).
         prompt_mask: (H, W) bool mask that was given to SAM as a mask prompt, if any.
-        info: extra numbers worth logging (iterations run, scores, ...).
+        info: extra numbers worth logging (candidate counts, scores, ...).
+        refinement: what an iterative SAM refinement did (Med-PerSAM), if the method ran one.
     """
 
     logits: Tensor
     prompts: Optional[Prompts] = None
     prompt_mask: Optional[Tensor] = None
     info: Dict[str, Any] = field(default_factory=dict)
+    refinement: Optional[RefinementRecord] = None
 
     @property
     def mask(self) -> Tensor:
@@ -108,11 +132,16 @@ class BaseOneShotHead(nn.Module, metaclass=ABCMeta):
         """
         return None
 
+    def needs_target_embedding(self, state: Optional[FitState]) -> bool:
+        """Whether ``predict`` with ``state`` reads the target's SAM embedding (the segmentor
+        encodes a target only then). Default: it does."""
+        return True
+
     @abstractmethod
     def predict(self, sam: Optional[SAMBackend], ctx: PromptContext,
                 state: Optional[FitState] = None) -> HeadResult:
         """Segment the target of ``ctx`` for the reference's class, with ``fit``'s state."""
 
 
-__all__ = ['BaseOneShotHead', 'FitState', 'HeadResult', 'ReferenceClasses', 'TargetImage',
-           'class_references']
+__all__ = ['BaseOneShotHead', 'FitState', 'HeadResult', 'RefinementRecord', 'ReferenceClasses',
+           'TargetImage', 'class_references']

@@ -101,7 +101,8 @@ class SAMBackend(nn.Module):
         cache_size: how many image embeddings to keep (4 MB each), so each image is encoded
             once even when a method decodes it many times or predicts twice (transductive
             retraining); raise it for test sets of more images.
-        encoder_dtype: 'float32', or 'bfloat16' to run the image encoder under autocast on CUDA.
+        encoder_dtype: 'float32', or 'bfloat16' to run the image encoder under autocast on a
+            GPU or a CPU with bf16 units (AVX512-BF16 / AMX); elsewhere it stays float32.
         encoder_attention: 'eager' (the encoder's own attention) or 'sdpa' (SAM ViT encoders
             only: the same attention through ``F.scaled_dot_product_attention``).
         encoder_compile: wrap the image encoder in ``torch.compile`` (True, or a dict of its
@@ -233,8 +234,14 @@ class SAMBackend(nn.Module):
         return F.pad(x, (0, self.frame_size - w, 0, self.frame_size - h)), geometry
 
     def _autocast(self):
-        if self.encoder_dtype == 'bfloat16' and self.device.type == 'cuda':
+        """bf16 autocast of the encoder when asked for and the device has fast bf16 kernels
+        (a recent GPU; a CPU with AVX512-BF16 / AMX, through oneDNN)."""
+        if self.encoder_dtype != 'bfloat16':
+            return nullcontext()
+        if self.device.type == 'cuda':
             return torch.autocast('cuda', dtype=torch.bfloat16)
+        if self.device.type == 'cpu' and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.autocast('cpu', dtype=torch.bfloat16)
         return nullcontext()
 
     def _run_encoder(self, batch: Tensor) -> Tensor:

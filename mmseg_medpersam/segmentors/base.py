@@ -23,7 +23,7 @@ from mmseg.models.segmentors import BaseSegmentor
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from ..visualization.palette import drawing_palette
+from ..utils.palette import drawing_palette
 from .mmseg_api import SAM_KEY_PREFIXES, TaskInfo, array_name, config_task, reference_from_files
 
 

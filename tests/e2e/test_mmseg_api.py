@@ -12,7 +12,7 @@ from mmengine.config import Config
 from mmseg_medpersam.sam import build_sam_model
 from mmseg_medpersam.segmentors.mmseg_api import with_meta
 from mmseg_medpersam.structures.errors import OneShotDataError
-from mmseg_medpersam.visualization.palette import drawing_palette, is_grey
+from mmseg_medpersam.utils.palette import drawing_palette, is_grey
 
 
 @pytest.fixture

@@ -232,7 +232,7 @@ def test_test_py_runs_with_two_references(run_tool, tmp_path, config):
             'references']))]['references'] == 2
 
 
-K1_RECORD = osp.join(osp.dirname(__file__), 'data', 'k1_dice_8e9f01a.json')
+K1_RECORD = osp.join(osp.dirname(osp.dirname(__file__)), 'data', 'k1_dice_8e9f01a.json')
 #: (per image, mean) bounds of the record's Dice where a fit carries rounding forward (see the
 #: test's docstring); every other config: (2e-3, 1e-3).
 K1_TOLERANCE = {'medpersam_sam-tiny_mni152-wm': (0.06, 0.01)}

@@ -276,7 +276,8 @@ def test_compare_encodes_each_image_once(folder_task, cache_dir, encoder_calls, 
         per_run.append(sum(encoder_calls) - before)
         return subprocess.CompletedProcess(cmd, code, '', '')
 
-    monkeypatch.setattr(compare.subprocess, 'run', run_in_process)
+    from mmseg_medpersam.apis import runs
+    monkeypatch.setattr(runs.subprocess, 'run', run_in_process)
     options = [f'{k}={v}' for k, v in folder_options(folder_task).items()]
     code = compare.main([TINY_CONFIG, PERSAM_F_TINY, '--work-dir', str(tmp_path / 'work'),
                          '--cfg-options'] + options)

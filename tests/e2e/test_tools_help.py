@@ -8,7 +8,7 @@ from conftest import REPO_ROOT
 
 TOOLS = ('test', 'infer', 'benchmark', 'compare', 'convert_minisam', 'prepare_mni152',
          'sweep_refinement', 'benchmark_warping', 'benchmark_references',
-         'benchmark_propagation')
+         'benchmark_propagation', 'benchmark_calibration')
 
 
 @pytest.mark.parametrize('tool', TOOLS)
@@ -24,7 +24,7 @@ def test_help_imports_neither_torch_nor_the_plugin(tool):
 
 
 @pytest.mark.parametrize('tool', ('test', 'infer', 'benchmark', 'benchmark_references',
-                                  'benchmark_propagation'))
+                                  'benchmark_propagation', 'benchmark_calibration'))
 def test_every_option_has_a_help_text(tool):
     from conftest import load_tool
     module = load_tool(tool)

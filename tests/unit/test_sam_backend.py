@@ -1,12 +1,8 @@
 """The SAM backend (tiny arch): build, encode cache, batched decode, prompt geometry, hooks."""
-import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -50,23 +46,6 @@ def _upstream_sam(backend: SAMBackend) -> Sam:
     """segment_anything's ``Sam`` around the backend's own modules (for ``Sam.preprocess``)."""
     return Sam(backend.model.image_encoder, backend.model.prompt_encoder,
                backend.model.mask_decoder, list(PIXEL_MEAN), list(PIXEL_STD)).eval()
-
-
-# --------------------------------------------------------------------------- layering
-def test_backend_imports_no_method():
-    """``mmseg_medpersam.sam`` is a leaf: importing it loads no prompt, head, method module."""
-    code = (
-        'import sys, types\n'
-        f'pkg = types.ModuleType("mmseg_medpersam"); pkg.__path__ = '
-        f'[{osp.join(REPO_ROOT, "mmseg_medpersam")!r}]\n'
-        'sys.modules["mmseg_medpersam"] = pkg\n'
-        'import mmseg_medpersam.sam\n'
-        'print(" ".join(sorted(m for m in sys.modules if m.startswith("mmseg_medpersam."))))\n')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         cwd=REPO_ROOT, check=True).stdout.split()
-    assert 'mmseg_medpersam.sam.backend' in out
-    layers = {name.split('.')[1] for name in out}
-    assert layers <= {'sam', 'utils', 'structures'}, sorted(layers)
 
 
 # --------------------------------------------------------------------------- build

@@ -65,3 +65,16 @@ def test_named_targets_must_exist(tmp_path):
     import pytest
     with pytest.raises(SystemExit, match='t9 not among the targets'):
         compare.choose_targets(reports, ['A'], 't9', 1)
+
+
+def test_compare_refuses_a_damaged_or_foreign_json_in_one_line(tmp_path, capsys):
+    from conftest import load_tool
+    damaged = tmp_path / 'damaged.json'
+    damaged.write_text('{"mDice": 50, "per_ima')
+    foreign = tmp_path / 'foreign.json'
+    foreign.write_text('{"name": "not a report"}')
+    for path, words in ((damaged, 'not a readable report'), (foreign, 'not a report')):
+        code = load_tool('compare').main([str(path)])
+        err = capsys.readouterr().err
+        assert code == 3 and words in err and str(path) in err
+        assert 'Traceback' not in err and len(err.strip().splitlines()) == 1

@@ -103,14 +103,3 @@ def test_grid_and_plot_are_written(tmp_path):
                      {'A': [0.5, 0.7, None], 'Warp only': [0.9, 0.95]},
                      references=['Warp only'])
     assert cv2.imread(plot) is not None
-
-
-def test_importing_the_plugin_leaves_the_users_matplotlib_backend_alone():
-    import subprocess
-    import sys
-    code = ('import matplotlib; matplotlib.use("svg"); import mmseg_medpersam; '
-            'import mmseg_medpersam.visualization.panels; '
-            'assert matplotlib.get_backend() == "svg", matplotlib.get_backend()')
-    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                          cwd=osp.dirname(osp.dirname(osp.abspath(__file__))))
-    assert proc.returncode == 0, proc.stderr[-500:]

@@ -9,7 +9,7 @@ from mmseg_medpersam.methods import (
     PerSAMFHead,
     PerSAMHead,
 )
-from mmseg_medpersam.methods.base import HeadResult, TargetImage
+from mmseg_medpersam.methods.base import HeadResult, RefinementRecord, TargetImage
 from mmseg_medpersam.methods.medpersam import MedPerSAMState
 from mmseg_medpersam.methods.persam import fit_multimask_fusion
 from mmseg_medpersam.prompts import PromptContext, Prompts, ReferenceContext
@@ -118,12 +118,12 @@ def test_medpersam_stops_on_convergence():
                                                          dict(type='BoxPrompt')],
                          min_sam_agreement=0.0)
     result = head.predict(sam, *with_prior(ctx_for(mask), prior))
-    assert result.info['iterations'] == 1 and len(sam.calls) == 1
+    assert result.refinement.iterations == 1 and len(sam.calls) == 1
     # a mask that keeps moving uses every iteration
     moving = [ellipse(60, 70, 30, 20 + 5 * i, 15, 15) for i in range(6)]
     sam = ScriptedSAM(moving)
     result = head.predict(sam, *with_prior(ctx_for(mask), prior))
-    assert result.info['iterations'] == 5 and len(sam.calls) == 5
+    assert result.refinement.iterations == 5 and len(sam.calls) == 5
     assert torch.equal(result.mask, moving[4])
     assert torch.equal(result.prompt_mask, mask)
 
@@ -136,11 +136,11 @@ def test_medpersam_guard_keeps_the_warp_when_sam_leaves_the_structure():
     sam = ScriptedSAM([elsewhere])
     result = head.predict(sam, *with_prior(ctx_for(mask), mask.float()))
     assert torch.equal(result.mask, mask) and len(sam.calls) == 1
-    assert result.info['stop'] == 'disagrees with warp' and not result.info['sam_used']
-    assert torch.equal(result.info['step_masks'][0], elsewhere)  # what SAM said is recorded
+    assert result.refinement.stop == 'disagrees with warp' and not result.refinement.sam_used
+    assert torch.equal(result.refinement.step_masks[0], elsewhere)  # what SAM said is recorded
     sam = ScriptedSAM([refined])
     result = head.predict(sam, *with_prior(ctx_for(mask), mask.float()))
-    assert torch.equal(result.mask, refined) and result.info['sam_used']
+    assert torch.equal(result.mask, refined) and result.refinement.sam_used
     # Without the guard, SAM's mask is taken whatever it is.
     result = MedPerSAMHead(num_iters=1, min_sam_agreement=0.0).predict(
         ScriptedSAM([elsewhere]), *with_prior(ctx_for(mask), mask.float()))
@@ -193,7 +193,7 @@ def test_medpersam_degenerate_priors_with_tiny_sam(tiny_sam, kind):
     result = MedPerSAMHead(num_iters=2).predict(tiny_sam, *with_prior(ctx, prior))
     assert result.logits.shape == (h, w) and torch.isfinite(result.logits).all()
     if kind == 'empty':
-        assert not result.mask.any() and result.info['iterations'] == 0
+        assert not result.mask.any() and result.refinement.iterations == 0
 
 
 def test_warp_only_head_returns_the_warped_mask():
@@ -274,7 +274,8 @@ def test_retraining_uses_only_pseudo_labels_that_agree_with_the_warp():
     elsewhere[:8, :8] = True  # SAM latched onto something else
 
     def results(mask_a, mask_b, used=True):
-        return {k: {1: HeadResult(torch.where(m, 1.0, -1.0), info=dict(sam_used=used))}
+        return {k: {1: HeadResult(torch.where(m, 1.0, -1.0),
+                                  refinement=RefinementRecord(1, 'iterations', used))}
                 for k, m in (('a', mask_a), ('b', mask_b))}
 
     pseudo = head._pseudo_labels(state, targets, results(warped, elsewhere))

