@@ -5,8 +5,9 @@ r"""Compare methods: one table, and optionally a method-by-target grid and a Dic
         [--figure grid.png [--targets worst|best|z060,z100] [--num-targets 4]] \
         [--plot dice.png] [--out table.md]
 
-Each config runs through ``tools/test.py`` in its own process (``--out-metrics`` and
-``--out-masks`` into ``--work-dir``); a ``.json`` argument is read as written by an earlier
+Each config runs through ``tools/test.py`` (``--out-metrics`` and ``--out-masks`` into
+``--work-dir``), one after the other in this process (``--isolate``: each in its own); a
+``.json`` argument is read as written by an earlier
 ``--out-metrics`` (its masks are drawn if that run saved them). The table: method, config,
 mDice +- std, mIoU, seconds per image, device. ``--figure`` draws the same targets (the worst
 or best by mean Dice over the methods, or named ones) across every method, each cell with its
@@ -139,6 +140,9 @@ def main(argv=None) -> int:
     parser.add_argument('--work-dir', default='work_dirs/compare')
     parser.add_argument('--checkpoint', help='SAM weights passed to every config')
     parser.add_argument('--device', help='device passed to every config')
+    parser.add_argument('--isolate', action='store_true',
+                        help='run each config in its own process (default: one after the '
+                        'other in this one, imports and weights loaded once)')
     parser.add_argument('--no-cache', action='store_true',
                         help='runs neither read nor write the disk embedding cache')
     parser.add_argument('--out', help='also write the table to this markdown file')
@@ -166,7 +170,8 @@ def compare(args: argparse.Namespace) -> int:
     rows, reports, labels, seen, failed = [], [], [], {}, 0
     task_config = None
     for item in args.inputs:
-        path = item if item.endswith('.json') else run_config(item, args.work_dir, extra)
+        path = item if item.endswith('.json') else run_config(
+            item, args.work_dir, extra, in_process=not args.isolate)
         if path is None:
             failed += 1
             continue

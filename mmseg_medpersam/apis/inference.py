@@ -43,7 +43,11 @@ ImageLike = Union[str, np.ndarray]
 def load_config(config, cfg_options=None) -> Config:
     """A config file (or ``Config``) with ``--cfg-options`` merged (a dict, or ``KEY=VALUE``
     strings); mmseg's scope set."""
-    cfg = Config.fromfile(config) if not isinstance(config, Config) else config
+    try:
+        cfg = Config.fromfile(config) if not isinstance(config, Config) else config
+    except (FileNotFoundError, SyntaxError, ImportError) as e:
+        raise ConfigError(f'{config}: cannot be read as a config ({type(e).__name__}: {e})'
+                          ) from e
     cfg_options = parse_cfg_options(cfg_options)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

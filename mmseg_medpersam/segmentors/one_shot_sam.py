@@ -255,14 +255,27 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
                  for img, s in zip(inputs, data_samples)]
         embeddings = [None] * len(crops)
         if self.sam is not None:  # the batch in one go (cached: the method reuses them)
-            embeddings = self.sam.encode_many(crops, [sample_key(s.metainfo)
-                                                      for s in data_samples])
+            wanted = [i for i, s in enumerate(data_samples) if self._needs_embedding(s.metainfo)]
+            encoded = self.sam.encode_many([crops[i] for i in wanted],
+                                           [sample_key(data_samples[i].metainfo)
+                                            for i in wanted])
+            for i, emb in zip(wanted, encoded):
+                embeddings[i] = emb
         for image, emb, sample in zip(crops, embeddings, data_samples):
             start = time.perf_counter()
             results = self.segment(image, sample.metainfo)
             seconds = time.perf_counter() - start + (emb.encode_seconds if emb else 0.0)
             self.fill_sample(sample, results, tuple(image.shape[-2:]), seconds)
         return data_samples
+
+    def _needs_embedding(self, metainfo: dict) -> bool:
+        """Whether the method's fit for this target will read its SAM embedding (a target not
+        fitted yet: assume so)."""
+        state = self.fit_states.get(self.reference_key(metainfo))
+        if self.head.transductive and (state is None or not state.covers(sample_key(metainfo))):
+            return True
+        return self.head.needs_target_embedding(state if self.head.transductive
+                                                else self.get_reference(metainfo).state)
 
     def fill_sample(self, sample: SegDataSample, results: Dict[int, HeadResult], size,
                     seconds: float) -> SegDataSample:

@@ -279,13 +279,22 @@ def test_compare_encodes_each_image_once(folder_task, cache_dir, encoder_calls, 
     from mmseg_medpersam.apis import runs
     monkeypatch.setattr(runs.subprocess, 'run', run_in_process)
     options = [f'{k}={v}' for k, v in folder_options(folder_task).items()]
-    code = compare.main([TINY_CONFIG, PERSAM_F_TINY, '--work-dir', str(tmp_path / 'work'),
-                         '--cfg-options'] + options)
+    code = compare.main([TINY_CONFIG, PERSAM_F_TINY, '--isolate', '--work-dir',
+                         str(tmp_path / 'work'), '--cfg-options'] + options)
     assert code == 0 and per_run == [3, 0]
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith('| PerSAM')]
     assert [r.split(' | ')[0] for r in rows] == ['| PerSAM', '| PerSAM-F']
     # --no-cache is passed on to every run.
     per_run.clear()
-    code = compare.main([TINY_CONFIG, '--no-cache', '--work-dir', str(tmp_path / 'work2'),
-                         '--cfg-options'] + options)
+    code = compare.main([TINY_CONFIG, '--no-cache', '--isolate', '--work-dir',
+                         str(tmp_path / 'work2'), '--cfg-options'] + options)
     assert code == 0 and per_run == [3]
+    # The default: the runs one after the other in this process, each image encoded once.
+    before = sum(encoder_calls)
+    code = compare.main([TINY_CONFIG, PERSAM_F_TINY, '--work-dir', str(tmp_path / 'work3'),
+                         '--no-cache', '--cfg-options'] + options)
+    assert code == 0 and sum(encoder_calls) - before == 6  # no cache: each run encodes
+    before = sum(encoder_calls)
+    code = compare.main([TINY_CONFIG, PERSAM_F_TINY, '--work-dir', str(tmp_path / 'work4'),
+                         '--cfg-options'] + options)
+    assert code == 0 and sum(encoder_calls) - before == 0  # cached by the first runs

@@ -143,7 +143,7 @@ def test_medpersam_retraining_through_the_test_loop_is_reported(tmp_path, run_to
     report = json.load(open(out))
     (ref_log, ) = report['transductive']['references'].values()
     assert ref_log['calibration']['choice'] == 'warp only' and ref_log['rounds'] == []
-    assert ref_log['calibration']['options'] and ref_log['calibration']['cases'] == 8
+    assert ref_log['calibration']['options'] and ref_log['calibration']['cases'] == 6
 
 
 def test_warping_fit_logs_progress(monkeypatch):

@@ -25,5 +25,5 @@ model = dict(
         # augmented copies of the reference(s) (methods/medpersam/calibration.py). A number
         # here fixes the guard instead (0: SAM always trusted; 0.95: the former default).
         min_sam_agreement=None,
-        calibration=dict(cases=8, guards=(0.0, 0.7, 0.8, 0.85, 0.9, 0.95), iters=(1, 3),
+        calibration=dict(cases=6, guards=(0.0, 0.7, 0.8, 0.85, 0.9, 0.95), iters=(1, 3),
                          margin=0.01, tie=0.0025)))
