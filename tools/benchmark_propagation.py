@@ -27,6 +27,8 @@ DISTANCES = (2, 10, 20, 30)
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    # A usage error is a setting that cannot be used: exit 4 (2 means a checkpoint problem).
+    parser.error = lambda message: parser.exit(4, f'{parser.format_usage()}error: {message}\n')
     parser.add_argument('config', help='the method (its model and pipeline are used)')
     parser.add_argument('--task', default='wm', help="embedded MNI152 task: 'wm', 'brain', ...")
     parser.add_argument('--labelled', type=int, help="the labelled slice (default: the task's "

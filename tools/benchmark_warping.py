@@ -23,6 +23,8 @@ from typing import Dict, List
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
+    # A usage error is a setting that cannot be used: exit 4 (2 means a checkpoint problem).
+    p.error = lambda message: p.exit(4, f'{p.format_usage()}error: {message}\n')
     p.add_argument('--task', default='wm', help='embedded MNI152 task: wm, ventricles, brain')
     p.add_argument('--data-root', default=None,
                    help='task folder (images/, masks/), default data/mni152_<task>; generated '

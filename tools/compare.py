@@ -136,6 +136,8 @@ def draw_grid(path: str, reports: List[dict], labels: List[str], how: str, count
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    # A usage error is a setting that cannot be used: exit 4 (2 means a checkpoint problem).
+    parser.error = lambda message: parser.exit(4, f'{parser.format_usage()}error: {message}\n')
     parser.add_argument('inputs', nargs='+', help='configs to run, or metrics JSONs to read')
     parser.add_argument('--work-dir', default='work_dirs/compare')
     parser.add_argument('--checkpoint', help='SAM weights passed to every config')

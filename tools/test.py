@@ -32,6 +32,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    # A usage error is a setting that cannot be used: exit 4 (2 means a checkpoint problem).
+    parser.error = lambda message: parser.exit(4, f'{parser.format_usage()}error: {message}\n')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', nargs='?',
                         help='SAM weights: a local file or an http(s) URL (as --checkpoint)')

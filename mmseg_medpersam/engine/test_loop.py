@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import os.path as osp
+import sys
 import time
 from contextlib import contextmanager
 from typing import Dict, List, Optional
@@ -91,6 +92,7 @@ class OneShotTestLoop(TestLoop):
         self.out_file = out_file
         self._per_image: List[str] = []  # the sidecar's lines so far
         self._sidecar_failed = False
+        self._printed = 0  # sidecar lines printed to the console (when the file failed)
         self._propagated: Optional[Dict[str, SliceResult]] = None  # a propagation's results
 
     @torch.no_grad()
@@ -123,9 +125,14 @@ class OneShotTestLoop(TestLoop):
                               '\n'.join(self._per_image) + '\n')
         except WriteError as e:  # a safety net only: the run goes on, the report says more
             if not self._sidecar_failed:
-                print_log(f'{e}; the run goes on (the report is written at the end)',
-                          logger='current', level=logging.WARNING)
+                print_log(f'{e}; the run goes on (the report is written at the end), each '
+                          "target's score printed here as it finishes", logger='current',
+                          level=logging.WARNING)
             self._sidecar_failed = True
+        if self._sidecar_failed:  # the console keeps the scores the file could not
+            for line in self._per_image[self._printed:]:
+                print(f'per-image score: {line}', file=sys.stderr, flush=True)
+            self._printed = len(self._per_image)
 
     @property
     def model(self):
@@ -226,7 +233,7 @@ class OneShotTestLoop(TestLoop):
         start = time.perf_counter()
         if self.out_file:  # before any work: a report that cannot be written is known now
             check_writable_file(self.out_file, 'metrics report')
-        self._per_image, self._sidecar_failed = [], False
+        self._per_image, self._sidecar_failed, self._printed = [], False, 0
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()

@@ -38,7 +38,7 @@ def test_custom_prompt_module_through_custom_imports(tmp_path, run_tool, monkeyp
         custom_imports = dict(imports=['mmseg_medpersam', 'my_prompts'],
                               allow_failed_imports=False)
         model = dict(head=dict(
-            num_iters=1, retrain_rounds=0,
+            num_iters=1, retrain_rounds=0, min_sam_agreement=0.0,
             warping=dict(iters=20),
             prompt_generators=[dict(type='MaskPrompt'), dict(type='CentroidPointPrompt')]))
         test_evaluator = [dict(type='PerImageDiceMetric'), dict(type='PromptQualityMetric')]

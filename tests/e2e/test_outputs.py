@@ -456,3 +456,21 @@ def test_usage_errors_exit_with_the_setting_code(capsys):
         load_tool('infer').parse_args(['cfg.py', '--reference', 'a', '--reference-mask', 'b',
                                        '--images', 'c', '--out', 'd'])
     assert exit_.value.code == 4
+
+
+def test_a_full_disk_for_every_file_still_shows_every_score(tmp_path, folder_task, capsys,
+                                                              monkeypatch):
+    """Neither the report nor its per-image sidecar can be written: each target's score is
+    printed as it finishes, so nothing computed is lost."""
+    _full_disk_for(monkeypatch, 'metrics.json')
+    _full_disk_for(monkeypatch, 'metrics.per_image.jsonl')
+    code = load_tool('test').main([TINY_CONFIG, '--work-dir', str(tmp_path / 'w'),
+                                   '--out-metrics', str(tmp_path / 'metrics.json'),
+                                   '--cfg-options',
+                                   *[f'{k}={v}' for k, v in folder_options(folder_task).items()]])
+    err = capsys.readouterr().err
+    assert code == 5
+    scores = [json.loads(line.split('per-image score: ', 1)[1]) for line in err.splitlines()
+              if line.startswith('per-image score: ')]
+    assert sorted(s['name'] for s in scores) == ['t1', 't2']
+    assert all(s['dice'] is not None for s in scores)

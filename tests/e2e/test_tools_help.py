@@ -52,3 +52,14 @@ def test_test_py_help_lists_the_exit_codes():
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     for code in ('2 checkpoint', '3 input', '4 a setting', '5 an output', '130 interrupted'):
         assert code in proc.stdout, code
+
+
+@pytest.mark.parametrize('tool', TOOLS)
+def test_a_usage_error_exits_with_the_setting_code(tool):
+    """Exit 2 is a checkpoint problem (README): a command-line usage error is a setting that
+    cannot be used, 4, in one message."""
+    proc = subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', f'{tool}.py'),
+                           '--no-such-option'], capture_output=True, text=True, cwd=REPO_ROOT,
+                          timeout=60)
+    assert proc.returncode == 4, proc.stderr[-500:]
+    assert 'error:' in proc.stderr and 'Traceback' not in proc.stderr

@@ -10,7 +10,7 @@ model = dict(
         prompt_generators=[
             dict(type='MaskPrompt', logit_scale=8.0, use_sam_logits=True),
             # one box per connected component: a structure in several parts (the two
-            # ventricles) is not asked for everything between them (README, "Measured")
+            # ventricles) is not asked for everything between them (docs/results.md)
             dict(type='BoxPrompt', margin=0.0, per_component=True),
             dict(type='BandPointPrompt', num_regions=8, erosion=0.1, dilation=0.15,
                  partition='sector'),
