@@ -58,25 +58,32 @@ def test_a_dicom_series_in_gives_a_nifti_volume_and_a_dicom_seg(tmp_path):
         assert np.array_equal(frame, predicted[uids.index(uid)]), uid
 
 
-def test_a_multi_frame_file_is_a_volume(tmp_path):
+def write_multi_frame(path, frames, photometric='MONOCHROME2', **attrs):
+    """``frames`` (n, rows, columns) uint8 as one multi-frame secondary-capture file."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    from mmseg_medpersam.datasets.loading import is_volume, load_image, volume_shape
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    path = str(tmp_path / 'frames.dcm')
     ds = FileDataset(path, {}, file_meta=meta, preamble=b'\0' * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
-    ds.Modality, ds.Rows, ds.Columns, ds.NumberOfFrames = 'OT', ROWS, COLS, 3
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, 'MONOCHROME1'
+    ds.Modality, ds.Rows, ds.Columns = 'OT', frames.shape[1], frames.shape[2]
+    ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    ds.PixelData = frames.astype(np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_multi_frame_file_is_a_volume(tmp_path):
+    from mmseg_medpersam.datasets.loading import is_volume, load_image, volume_shape
     frames = np.zeros((3, ROWS, COLS), np.uint8)
     frames[1, 10:20, 10:30] = 200
-    ds.PixelData = frames.tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    path = write_multi_frame(str(tmp_path / 'frames.dcm'), frames, 'MONOCHROME1')
     assert is_volume(path) and volume_shape(path) == (COLS, ROWS, 3)
     middle = load_image(path, 1)[..., 0]
     # MONOCHROME1: high stored values are dark, so the bright block shows as the dark part
@@ -193,23 +200,9 @@ def test_monochrome1_slices_are_inverted_alike(tmp_path):
 
 
 def test_a_multi_frame_file_without_per_frame_geometry_takes_its_top_level_geometry(tmp_path):
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
     from mmseg_medpersam.datasets.loading import open_volume
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    path = str(tmp_path / 'frames.dcm')
-    ds = FileDataset(path, {}, file_meta=meta, preamble=b'\0' * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
-    ds.Modality, ds.Rows, ds.Columns, ds.NumberOfFrames = 'OT', ROWS, COLS, 3
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, 'MONOCHROME2'
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.ImageOrientationPatient, ds.PixelSpacing = [1, 0, 0, 0, 1, 0], [0.7, 0.6]
-    ds.ImagePositionPatient, ds.SpacingBetweenSlices = [5, 6, 7], 3.0
-    ds.PixelData = np.zeros((3, ROWS, COLS), np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    path = write_multi_frame(str(tmp_path / 'frames.dcm'), np.zeros((3, ROWS, COLS)),
+                             ImageOrientationPatient=[1, 0, 0, 0, 1, 0], PixelSpacing=[0.7, 0.6],
+                             ImagePositionPatient=[5, 6, 7], SpacingBetweenSlices=3.0)
     affine = open_volume(path).affine
     assert np.allclose(affine, [[-0.6, 0, 0, -5], [0, -0.7, 0, -6], [0, 0, 3, 7], [0, 0, 0, 1]])
