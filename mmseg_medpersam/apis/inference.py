@@ -22,14 +22,9 @@ from ..sam.checkpoint import CheckpointError
 from ..segmentors.mmseg_api import array_name
 from ..segmentors.one_shot_sam import OneShotSAMSegmentor, ReferenceSet
 from ..segmentors.propagation import DEFAULT_MAX_AREA_CHANGE, propagate_targets
-from ..structures.errors import OneShotDataError
-from ..utils.atomic import WriteError
+from ..structures.errors import EXIT_CODES, OneShotDataError, exit_code
 from ..utils.cli import (
-    EXIT_CHECKPOINT,
-    EXIT_CONFIG,
-    EXIT_INPUT,
     EXIT_INTERRUPTED,
-    EXIT_OUTPUT,
     ConfigError,
     config_error_message,
     parse_cfg_options,
@@ -357,14 +352,12 @@ def pipeline_window(cfg: Config):
 
 def run_tool(main: Callable[[], int]) -> int:
     """Run a tool's body; its errors as one line on stderr and the documented exit code
-    (``utils.cli``: 2 checkpoint, 3 input, 4 setting, 5 output, 130 interrupted)."""
-    codes = ((ConfigError, EXIT_CONFIG), (CheckpointError, EXIT_CHECKPOINT),
-             (OneShotDataError, EXIT_INPUT), (WriteError, EXIT_OUTPUT))
+    (``structures.errors``: 2 checkpoint, 3 input, 4 setting, 5 output, 130 interrupted)."""
     try:
         return main()
-    except tuple(c for c, _ in codes) as e:
+    except tuple(cls for cls, _ in EXIT_CODES) as e:
         print(f'error: {e}', file=sys.stderr)
-        return next(code for cls, code in codes if isinstance(e, cls))
+        return exit_code(e)
     except KeyboardInterrupt:
         print('interrupted: what was finished is kept (files written so far are complete)',
               file=sys.stderr)
