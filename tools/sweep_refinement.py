@@ -57,14 +57,12 @@ GRIDS['full'] = dict(prompts=list(PROMPTS), per_component=[False, True],
 
 def load_task(sam: str, task: str):
     """The runner of a task's Med-PerSAM config (no retraining) and its targets with labels."""
-    from mmengine.config import Config
-    from mmengine.runner import Runner
+    from mmseg_medpersam.apis import build_test_runner, load_config
 
-    cfg = Config.fromfile(CONFIG.format(sam=sam, task=task))
+    cfg = load_config(CONFIG.format(sam=sam, task=task))
     cfg.work_dir = f'work_dirs/sweep/{sam}_{task}'
     cfg.model.head.retrain_rounds = 0
-    runner = Runner.from_cfg(cfg)
-    loop = runner.test_loop
+    loop = build_test_runner(cfg, verbose=False).test_loop
     model = loop.model.eval()
     model.begin_run()
     loop.check_reference()

@@ -5,6 +5,8 @@
 * ``OneShotInferencer``: config + checkpoint + one labelled reference -> fit on the targets ->
   one prediction per target (``tools/infer.py``);
 * ``build_test_runner``: mmengine's Runner for a config's test loop (``tools/test.py``);
+* ``build_dataset``: a config's test dataset, an embedded task written first (the one place
+  embedded data is written before a run; datasets only read);
 * ``dataset_targets``: a config's targets, preprocessed as the test loop sees them;
 * ``run_inference``: the user's own files from references into an output folder: targets
   planned (``planning``), each mask and panel written as it finishes, label volumes and DICOM
@@ -19,6 +21,7 @@ from .inference import (
     OneShotInferencer,
     Prediction,
     apply_checkpoint,
+    build_dataset,
     build_model,
     build_test_runner,
     check_device,
@@ -29,5 +32,5 @@ from .inference import (
 )
 
 __all__ = ['InferenceSettings', 'OneShotInferencer', 'Prediction', 'apply_checkpoint',
-           'build_model', 'build_test_runner', 'check_device', 'dataset_targets',
+           'build_dataset', 'build_model', 'build_test_runner', 'check_device', 'dataset_targets',
            'init_one_shot_model', 'load_config', 'run_inference', 'run_tool']

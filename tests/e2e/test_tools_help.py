@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO_ROOT
 
 TOOLS = ('test', 'infer', 'benchmark', 'compare', 'convert_minisam', 'prepare_mni152',
-         'sweep_refinement', 'benchmark_warping', 'benchmark_references',
+         'prepare_data', 'sweep_refinement', 'benchmark_warping', 'benchmark_references',
          'benchmark_propagation', 'benchmark_calibration')
 
 

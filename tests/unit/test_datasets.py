@@ -17,6 +17,7 @@ from mmseg_medpersam.datasets import (
     OneShotDataError,
     OneShotFolderDataset,
     load_label_map,
+    prepare_embedded_task,
 )
 from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, prepare_mni152, slice_name
 
@@ -152,8 +153,19 @@ def test_folder_dataset_errors(tmp_path, folder_task):
         _folder(folder_task)
 
 
-def test_mni152_dataset_prepares_itself(tmp_path):
+def test_mni152_dataset_only_reads(tmp_path):
+    """The constructor writes nothing: an unwritten task is an error naming the way to write it;
+    the one explicit call (``prepare_embedded_task``) writes it, a second call only checks."""
     root = str(tmp_path / 'mni152_wm')
+    cfg = dict(type='MNI152WhiteMatterDataset', data_root=root, pipeline=LOAD)
+    with pytest.raises(OneShotDataError, match='not written there yet.*prepare_data.py'):
+        MNI152WhiteMatterDataset(data_root=root, pipeline=LOAD)
+    assert not osp.exists(root)
+    assert prepare_embedded_task(cfg) == root
+    stamp = os.stat(osp.join(root, 'images', 'z090.png')).st_mtime_ns
+    assert prepare_embedded_task(cfg) == root
+    assert os.stat(osp.join(root, 'images', 'z090.png')).st_mtime_ns == stamp
+    assert prepare_embedded_task(dict(type='OneShotFolderDataset', data_root=root)) is None
     ds = MNI152WhiteMatterDataset(data_root=root, pipeline=LOAD)
     wm = MNI152_TASKS['wm']
     assert len(ds) == 30 == len(wm.slices) - 1
@@ -206,6 +218,7 @@ def test_mni152_masks_are_derived_as_documented(template):
 def test_every_mni152_task_writes_its_slices(tmp_path, task):
     root = str(tmp_path / task)
     cls = {'ventricles': MNI152VentriclesDataset, 'brain': MNI152BrainDataset}[task]
+    cls.prepare(root)
     ds = cls(data_root=root, pipeline=LOAD)
     spec = MNI152_TASKS[task]
     assert len(ds) == len(spec.slices) - 1
@@ -220,13 +233,15 @@ def test_every_mni152_task_writes_its_slices(tmp_path, task):
 def test_mni152_never_writes_among_other_data(tmp_path, folder_task):
     before = sorted(os.listdir(osp.join(folder_task, 'images')))
     with pytest.raises(OneShotDataError, match='holds other data.*OneShotFolderDataset'):
-        MNI152WhiteMatterDataset(data_root=folder_task, pipeline=LOAD)
+        MNI152WhiteMatterDataset.prepare(folder_task)
     assert sorted(os.listdir(osp.join(folder_task, 'images'))) == before
     assert not osp.exists(osp.join(folder_task, 'COPYRIGHT.txt'))
     # A folder written for one task is not taken (nor overwritten) for another.
     wm_root = str(tmp_path / 'wm')
-    MNI152WhiteMatterDataset(data_root=wm_root, pipeline=LOAD)
+    MNI152WhiteMatterDataset.prepare(wm_root)
     with pytest.raises(OneShotDataError, match='holds other data'):
+        MNI152VentriclesDataset.prepare(wm_root)
+    with pytest.raises(OneShotDataError, match='not written there yet'):
         MNI152VentriclesDataset(data_root=wm_root, pipeline=LOAD)
     with pytest.raises(OneShotDataError, match="unknown MNI152 task 'liver'"):
         prepare_mni152(str(tmp_path / 'x'), 'liver')
@@ -309,3 +324,34 @@ def _reference(root):
     return dict(references=(dict(img_path=osp.join(root, 'images', 'ref.png'),
                                  seg_map_path=osp.join(root, 'masks', 'ref.png')), ),
                 num_classes=2)
+
+
+def test_hela_task_is_real_microscopy_with_objects_elsewhere(tmp_path):
+    """The embedded HeLa task: 15 target tiles and a reference tile, 8-bit images, 0/1 masks
+    of the shipped segmentation; nuclei cover a plausible fraction and sit at other places in
+    every tile (no target mask is the reference's)."""
+    from mmseg_medpersam.datasets import HeLaNucleiDataset
+    from mmseg_medpersam.datasets.hela import REFERENCE, tiles
+    root = str(tmp_path / 'hela')
+    with pytest.raises(OneShotDataError, match='not written there yet'):
+        HeLaNucleiDataset(data_root=root, pipeline=LOAD)
+    assert prepare_embedded_task(dict(type='HeLaNucleiDataset', data_root=root)) == root
+    ds = HeLaNucleiDataset(data_root=root, pipeline=LOAD)
+    assert len(ds) == len(tiles()) - 1 == 15
+    assert ds.get_data_info(0)['references'][0]['img_path'].endswith(REFERENCE + '.png')
+    assert ds.metainfo['classes'] == ('background', 'nucleus')
+    ref = np.asarray(load_label_map(osp.join(root, 'masks', REFERENCE + '.png'), 2)) > 0
+    for i in range(len(ds)):
+        sample = ds[i]
+        assert sample['img'].shape == (256, 256, 3) and sample['img'].dtype == np.uint8
+        mask = sample['gt_seg_map'] > 0
+        assert set(np.unique(sample['gt_seg_map']).tolist()) == {0, 1}
+        assert 0.03 < mask.mean() < 0.35
+        dice = 2 * (mask & ref).sum() / (mask.sum() + ref.sum())
+        assert dice < 0.6, (i, dice)  # other nuclei at other places, not the reference's
+    assert 'Cell Tracking Challenge' in open(osp.join(root, 'NOTICE.txt')).read()
+    # Nuclei are brighter than background in the images (the mask is of these images).
+    img = ds[0]['img'][..., 0]
+    assert img[ds[0]['gt_seg_map'] == 1].mean() > img[ds[0]['gt_seg_map'] == 0].mean() + 20
+    with pytest.raises(OneShotDataError, match='holds other data'):
+        HeLaNucleiDataset.prepare(osp.join(root, 'images'))
