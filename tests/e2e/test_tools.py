@@ -92,3 +92,32 @@ def test_benchmark_prints_the_per_stage_table(tmp_path, folder_task, capsys):
     assert 0 < result['decode_ms'] and 0 < result['encode_ms'] and result['peak_host_memory_gib']
     assert result['total_ms'] == pytest.approx(
         result['encode_ms'] + result['decode_ms'] + result['prompts_ms'], abs=0.02)
+
+
+def test_benchmark_times_each_variant_and_says_which_do_not_apply(tmp_path, folder_task,
+                                                                   capsys):
+    """--variants: one row per numeric setting, the encode stage at each batch size; a
+    setting a model cannot take (sdpa on LiteMedSAM's TinyViT) is a row saying so, not a
+    crash of the whole run."""
+    from conftest import folder_options, load_tool
+    options = [f'{k}={v}' for k, v in folder_options(folder_task).items()]
+    out = tmp_path / 'bench.json'
+    tool = load_tool('benchmark')
+    code = tool.main([TINY_CONFIG, '--device', 'cpu', '--images', '2', '--repeats', '1',
+                      '--batch-size', '1', '2', '--variants', 'fp32', 'sdpa+bf16',
+                      '--json', str(out), '--cfg-options'] + options)
+    assert code == 0
+    results = json.load(open(out))
+    assert [r['variant'] for r in results] == ['fp32', 'sdpa+bf16']
+    for r in results:
+        assert set(r['encode_ms_by_batch']) == {'1', '2'} and r['decode_ms'] > 0
+    text = capsys.readouterr().out
+    assert 'encode ms/img (batch 2)' in text
+    assert '| fp32 |' in text and '| sdpa+bf16 |' in text  # the summary: a row per variant
+    lite = 'configs/medpersam/medpersam_litemedsam_mni152-wm.py'
+    args = tool.parse_args([lite, '--device', 'cpu', '--variants', 'sdpa'])
+    row = tool.benchmark(args, lite, 'sdpa')
+    assert 'sdpa' in row['not_applicable'] and 'LiteMedSAM' in row['not_applicable']
+    assert 'not applicable' in tool.summary_table([row])
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--suite', 'gpu', lite])  # one CONFIG or --suite
