@@ -271,6 +271,8 @@ def test_working_size_follows_the_image_not_a_fixed_task():
     (dict(similarity=dict(type='mi')), "similarity type must be 'ncc' or 'mse'"),
     (dict(optimizer=dict(type='Adamm')), "optimizer type 'Adamm' is not a registered optimizer"),
     (dict(amp='fp8'), "amp must be 'auto', 'bf16' or 'none'"),
+    (dict(convergence=dict(patience=3)), "unknown convergence keys \\['patience'\\]"),
+    (dict(convergence=dict(min_iters=500, max_iters=100)), 'convergence.min_iters 500 > max_iters 100'),
 ])
 def test_invalid_settings_fail_when_built(kwargs, message):
     with pytest.raises(ValueError, match='WarpingModel: ' + message):
@@ -289,3 +291,43 @@ def test_bf16_fit_stays_close_to_float32():
                                      [shape_image(m) for m in tgt_masks])[0].numpy() > 0.5)
     assert dice(outs[0], outs[1]) > 0.95
     assert dice(outs[1], tgt_masks[0]) > dice(ref_mask, tgt_masks[0])
+
+
+def _run_rule(losses, **convergence):
+    """Feed a loss curve to the convergence rule; (step it stopped at or None, rates)."""
+    cfg = dict(dict(window=10, tol=0.01, factor=0.5, min_iters=10, max_iters=10**6),
+               **convergence)
+    optim = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    plateau, history, rates = {}, [], []
+    for step, loss in enumerate(losses, 1):
+        history.append(dict(total=loss))
+        if WarpingModel._converged(optim, plateau, history, cfg, min_lr=0.1):
+            return step, rates
+        rates.append(optim.param_groups[0]['lr'])
+    return None, rates
+
+
+def test_convergence_rule_goes_on_while_the_loss_falls_and_stops_on_a_plateau():
+    falling = [float(np.exp(-0.002 * i)) for i in range(3000)]  # 2 % per window
+    assert _run_rule(falling)[0] is None
+    # Flat: the rate halves at each window without progress, down to 0.1 of it; a further
+    # window without progress at that rate is convergence.
+    stop, rates = _run_rule([1.0] * 1000)
+    assert stop == 60 and sorted(set(rates), reverse=True) == [1.0, 0.5, 0.25, 0.125, 0.1]
+    # Progress below tol is no progress; a negative loss (NCC) is handled by its size.
+    assert _run_rule([1.0 - 1e-4 * i for i in range(1000)])[0] == 60
+    assert _run_rule([-1.0 - 1e-4 * i for i in range(1000)])[0] == 60
+    assert _run_rule([-1.0 - 0.01 * i for i in range(200)])[0] is None
+    assert _run_rule([1.0] * 1000, min_iters=200)[0] == 200  # never before min_iters
+
+
+def test_fit_until_converged_stops_before_its_cap_and_says_how_long_it_ran():
+    ref_mask = ellipse(40, 36, 20, 18, 10, 7)
+    tgt = [ellipse(40, 36, 22, 18, 10, 8)]
+    model = tiny_model(convergence=dict(window=5, tol=0.5, min_iters=5, max_iters=500))
+    result = model.fit(shape_image(ref_mask), ref_mask, [shape_image(m) for m in tgt])
+    assert 5 <= result['iters'] < 500 and result['iters'] % 5 == 0
+    # Retraining keeps its fixed number of steps.
+    again = model.fit(shape_image(ref_mask), ref_mask, [shape_image(m) for m in tgt],
+                      pseudo_labels=[tgt[0]])
+    assert again['iters'] == model.retrain_iters

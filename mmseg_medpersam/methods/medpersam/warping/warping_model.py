@@ -101,6 +101,7 @@ def bf16_supported(device: torch.device) -> bool:
 DEFAULT_SIMILARITY = dict(type='ncc', window=9, scales=(1, 2, 4))
 DEFAULT_LOSS_WEIGHTS = dict(similarity=1.0, smooth=0.01, aug=0.1, pseudo=1.0, mask_bce=0.0)
 DEFAULT_OPTIMIZER = dict(type='Adam', lr=5e-3)
+DEFAULT_CONVERGENCE = dict(window=50, tol=0.01, factor=0.5, min_iters=200, max_iters=2000)
 
 
 @MODELS.register_module()
@@ -135,6 +136,13 @@ class WarpingModel(nn.Module):
         infer_batch_size: targets per forward pass at inference.
         amp: 'auto' (bfloat16 autocast of the network where the device has fast bf16 kernels),
             'bf16' or 'none'. Warps and losses are computed in float32 either way.
+        convergence: None (a first fit runs ``iters`` steps under the cosine schedule), or a
+            dict that makes a first fit run until its loss has converged: the mean loss of
+            each ``window`` steps is compared with the best so far; a window that does not
+            improve it by ``tol`` (relative) multiplies the learning rate by ``factor``
+            (a plateau schedule); the fit stops at a non-improving window once the
+            rate is at ``min_lr_ratio`` of ``lr``, and at ``max_iters`` steps at the latest
+            (never before ``min_iters``). Keys default to ``DEFAULT_CONVERGENCE``.
     """
 
     def __init__(self,
@@ -153,7 +161,8 @@ class WarpingModel(nn.Module):
                  augmentation: Optional[dict] = None,
                  seed: int = 0,
                  infer_batch_size: int = 8,
-                 amp: str = 'auto') -> None:
+                 amp: str = 'auto',
+                 convergence: Optional[dict] = None) -> None:
         super().__init__()
         name = type(self).__name__
         self.similarity = dict(DEFAULT_SIMILARITY, **(similarity or {}))
@@ -197,8 +206,29 @@ class WarpingModel(nn.Module):
         self.augment = RandomDeformation(**(augmentation or {}))
         self.infer_batch_size = int(infer_batch_size)
         self.amp = amp
+        self.convergence = self._check_convergence(convergence)
         # A buffer, so a saved state dict remembers that the network was fitted.
         self.register_buffer('fitted_flag', torch.zeros((), dtype=torch.bool))
+
+    @staticmethod
+    def _check_convergence(convergence: Optional[dict]) -> Optional[dict]:
+        if convergence is None:
+            return None
+        unknown = set(convergence) - set(DEFAULT_CONVERGENCE)
+        if unknown:
+            raise ValueError(f'WarpingModel: unknown convergence keys {sorted(unknown)}; '
+                             f'known: {sorted(DEFAULT_CONVERGENCE)}')
+        out = dict(DEFAULT_CONVERGENCE, **convergence)
+        for key in ('window', 'min_iters', 'max_iters'):
+            check_number('WarpingModel', f'convergence.{key}', out[key], minimum=1,
+                         integer=True)
+        check_number('WarpingModel', 'convergence.tol', out['tol'], minimum=0, maximum=1)
+        check_number('WarpingModel', 'convergence.factor', out['factor'], minimum=0,
+                     maximum=1)
+        if out['min_iters'] > out['max_iters']:
+            raise ValueError(f"WarpingModel: convergence.min_iters {out['min_iters']} > "
+                             f"max_iters {out['max_iters']}")
+        return out
 
     def forward(self, reference: Tensor, target: Tensor) -> Tensor:
         """Flow ``(N, 2, h, w)`` between ``(N, 1, h, w)`` working-resolution images (float32).
@@ -349,9 +379,11 @@ class WarpingModel(nn.Module):
         pl_w, pl_valid = self._pseudo_label_batch(pseudo_labels, shapes, size, ref_w)
         retrain = pseudo_labels is not None and self.fitted
         warm = warm_start and self.fitted and not retrain
+        until_converged = iters is None and self.convergence is not None and not (
+            retrain or warm)
         if iters is None:
             iters = (self.retrain_iters if retrain else self.warm_start_iters if warm
-                     else self.iters)
+                     else self.convergence['max_iters'] if until_converged else self.iters)
         if tgt_w.shape[0] == 0 and not self.loss_weights['aug'] > 0:
             iters = 0
         device = self.device
@@ -366,7 +398,8 @@ class WarpingModel(nn.Module):
                 self._reset_flow_net()
             history = self._optimise(ref_w, mask_w, tgt_w, pl_w, pl_valid, iters,
                                      torch.Generator().manual_seed(seed),
-                                     f'warping {"re" if retrain else ""}fit', start)
+                                     f'warping {"re" if retrain else ""}fit', start,
+                                     self.convergence if until_converged else None)
         self.train(was_training)
         if iters > 0:
             self.fitted_flag.fill_(True)
@@ -374,7 +407,7 @@ class WarpingModel(nn.Module):
         result: Dict[str, float] = {
             f'loss_{k}': float(np.mean([h[k] for h in tail if k in h]))
             for k in (tail[0] if tail else {})}
-        result.update(iters=iters, seconds=time.perf_counter() - start,
+        result.update(iters=len(history), seconds=time.perf_counter() - start,
                       retrain=float(retrain))
         return result
 
@@ -394,12 +427,15 @@ class WarpingModel(nn.Module):
 
     def _optimise(self, ref_w: Tensor, mask_w: Tensor, tgt_w: Tensor, pl_w: Optional[Tensor],
                   pl_valid: Optional[Tensor], iters: int, gen: torch.Generator, what: str,
-                  start: float) -> List[Dict[str, float]]:
-        """``iters`` steps over shuffled target batches, cosine learning-rate schedule."""
+                  start: float, convergence: Optional[dict] = None) -> List[Dict[str, float]]:
+        """Steps over shuffled target batches: ``iters`` under a cosine learning-rate
+        schedule, or (``convergence``) until the loss has converged, ``iters`` at most."""
         optim = self._make_optimizer()
         base_lr = optim.param_groups[0]['lr']
+        min_lr = base_lr * self.min_lr_ratio
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optim, T_max=max(iters, 1), eta_min=base_lr * self.min_lr_ratio)
+            optim, T_max=max(iters, 1), eta_min=min_lr) if convergence is None else None
+        plateau: Dict[str, float] = {}
         with_aug = self.loss_weights['aug'] > 0
         n_targets = tgt_w.shape[0]
         log_every = max(1, iters // 10)
@@ -418,14 +454,42 @@ class WarpingModel(nn.Module):
             if losses['total'].requires_grad:
                 losses['total'].backward()
                 optim.step()
-            sched.step()
             history.append({k: float(v.detach()) for k, v in losses.items()})
+            if convergence is None:
+                sched.step()
+            elif self._converged(optim, plateau, history, convergence, min_lr):
+                print_log(f'{what}: converged at step {it + 1} (loss '
+                          f'{history[-1]["total"]:.4f}, {time.perf_counter() - start:.1f} s)',
+                          logger='current')
+                break
             if (it + 1) % log_every == 0 or it + 1 == iters:
                 elapsed = time.perf_counter() - start
                 eta = elapsed / (it + 1) * (iters - it - 1)
-                print_log(f'{what} {it + 1}/{iters}: loss {history[-1]["total"]:.4f}, '
-                          f'{elapsed:.1f} s, ETA {eta:.0f} s', logger='current')
+                print_log(f'{what} {it + 1}/{iters}{" at most" if convergence else ""}: loss '
+                          f'{history[-1]["total"]:.4f}, {elapsed:.1f} s, ETA {eta:.0f} s',
+                          logger='current')
         return history
+
+    @staticmethod
+    def _converged(optim: torch.optim.Optimizer, plateau: Dict[str, float],
+                   history: List[Dict[str, float]], convergence: dict, min_lr: float) -> bool:
+        """At the end of each window: a window whose mean loss is not below the best by
+        ``tol`` (relative to its size) lowers the rate by ``factor`` (not under ``min_lr``);
+        such a window at the smallest rate means the fit has converged."""
+        window = convergence['window']
+        if len(history) % window:
+            return False
+        mean = float(np.mean([h['total'] for h in history[-window:]]))
+        best = plateau.get('best')
+        if best is None or mean < best - convergence['tol'] * abs(best):
+            plateau['best'] = mean
+            return False
+        lr = optim.param_groups[0]['lr']
+        if lr <= min_lr * (1 + 1e-6):
+            return len(history) >= convergence['min_iters']
+        for group in optim.param_groups:
+            group['lr'] = max(group['lr'] * convergence['factor'], min_lr)
+        return False
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
