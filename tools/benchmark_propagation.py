@@ -8,7 +8,7 @@ The task is written as one volume (the template's T1 and the task's label volume
 every axial slice between the task's first and last slice), with one labelled slice
 (default: the task's reference). The config's method then runs twice through ``tools/test.py``
 on a ``NiftiSliceDataset`` of that volume: every slice segmented from the labelled slice
-directly ("independent"), and by propagation (``propagate=True``: each slice from its
+directly ("independent"), and by propagation (``test_cfg.propagate=True``: each slice from its
 neighbour's result). Printed: the mean Dice at distances 2, 10, 20 and 30 slices (both sides
 averaged) for both, every stopped chain, and the seconds per slice; ``--plot`` draws Dice per
 slice against the signed distance.
@@ -79,13 +79,13 @@ def derived_config(config: str, volume: Dict[str, str], labelled: int, limits, s
     dataset = dict(_delete_=True, type='NiftiSliceDataset',
                    volumes=[dict(img=volume['img'], seg=volume['seg'])],
                    reference=dict(volume=0, slice=labelled),
-                   slices=(limits[0], limits[1] + 1, 1), propagate=propagate,
-                   max_area_change=max_area_change,
+                   slices=(limits[0], limits[1] + 1, 1),
                    metainfo=dict(classes=('background', structure)),
                    pipeline=[dict(type='LoadOneShotImage'), dict(type='LoadOneShotAnnotations'),
                              dict(type='PackOneShotInputs')])
     text = (f'_base_ = [{osp.abspath(config)!r}]\n'
-            f'test_dataloader = dict(dataset={dataset!r})\n')
+            f'test_dataloader = dict(dataset={dataset!r})\n'
+            f'test_cfg = dict(propagate={propagate!r}, max_area_change={max_area_change!r})\n')
     atomic_write_text(path, text)
     return path
 

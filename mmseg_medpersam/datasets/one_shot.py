@@ -354,11 +354,10 @@ class NiftiSliceDataset(_OneShotClasses, BaseSegDataset):
         axis: slicing axis (2 = axial for RAS volumes).
         slices: optional (start, stop, step) over the axis; default all slices.
         skip_empty: leave out slices whose label map has no foreground.
-        propagate: segment the slices by volume propagation from the labelled slices (each
-            slice's result the next one's reference; ``segmentors.propagation``) instead of
-            each from the labelled slices directly. Needs a labelled slice in every volume.
-        max_area_change: propagation's collapse bound: a slice whose foreground area changes
-            by more than this fraction against its neighbour stops that chain (reported).
+        propagate, max_area_change: how configs written before this release asked for
+            volume propagation; it is an inference mode now (``test_cfg.propagate`` of
+            ``OneShotTestLoop``), which reads these when its own are not set. ``propagate``
+            here still checks that every volume has a labelled slice.
     """
 
     METAINFO = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 255, 255]])

@@ -8,8 +8,9 @@
 * a target that cannot be read or used is reported by name and skipped: the others are still
   segmented and scored, the metrics file is written, and the loop then raises one error
   listing the failed files;
-* a dataset with ``propagate=True`` (``NiftiSliceDataset``) is segmented by volume
-  propagation from its labelled slices (``segmentors.propagation``) before any batch; the
+* ``test_cfg.propagate=True`` (an inference mode, like ``tools/infer.py --propagate`` and
+  ``OneShotInferencer.propagate``) segments the volume slices (``NiftiSliceDataset``) by
+  propagation from their labelled slices (``segmentors.propagation``) before any batch; the
   batches then score those results;
 * the one metrics report (``out_file``): summary, per-class and per-image scores, prompt
   quality, skipped targets, the transductive fit's log and the run's facts;
@@ -37,7 +38,7 @@ from mmseg.registry import LOOPS
 
 from ..datasets.transforms import LoadOneShotImage
 from ..evaluation.report import write_report
-from ..segmentors.propagation import SliceResult, propagate_targets
+from ..segmentors.propagation import DEFAULT_MAX_AREA_CHANGE, SliceResult, propagate_targets
 from ..structures.errors import OneShotDataError, OneShotTargetsFailed, ReportNotWritten  # noqa: E402
 from ..structures.labels import IGNORE_INDEX
 from ..utils.atomic import WriteError, atomic_write_text, check_writable_file
@@ -84,12 +85,28 @@ class OneShotTestLoop(TestLoop):
 
     Args:
         out_file: where to write the metrics report (``tools/test.py --out-metrics``).
+        propagate: segment the targets by volume propagation from the labelled slices (each
+            slice's result the next one's reference) instead of each from the references.
+            None takes the dataset's ``propagate`` (how configs written before said it).
+        max_area_change: propagation's collapse bound: a slice whose foreground area changes
+            by more than this fraction against its neighbour stops that chain (reported).
+            None: the dataset's, else ``DEFAULT_MAX_AREA_CHANGE``.
     """
 
     def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
-                 out_file: Optional[str] = None) -> None:
+                 out_file: Optional[str] = None, propagate: Optional[bool] = None,
+                 max_area_change: Optional[float] = None) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         self.out_file = out_file
+        if max_area_change is not None and not max_area_change > 0:
+            raise ValueError(f'OneShotTestLoop: max_area_change must be > 0, got '
+                             f'{max_area_change!r}')
+        dataset = self.dataloader.dataset
+        self.propagate_mode = bool(getattr(dataset, 'propagate', False) if propagate is None
+                                   else propagate)
+        self.max_area_change = float(
+            max_area_change if max_area_change is not None
+            else getattr(dataset, 'max_area_change', DEFAULT_MAX_AREA_CHANGE))
         self._per_image: List[str] = []  # the sidecar's lines so far
         self._sidecar_failed = False
         self._printed = 0  # sidecar lines printed to the console (when the file failed)
@@ -196,14 +213,13 @@ class OneShotTestLoop(TestLoop):
         return log
 
     def propagate(self, failures: List[str]) -> Optional[dict]:
-        """Segment every target by volume propagation (the dataset's ``propagate=True``),
-        on rank 0, the results shared; returns the propagation's log per volume."""
+        """Segment every target by volume propagation (``test_cfg.propagate``), on rank 0,
+        the results shared; returns the propagation's log per volume."""
         log = None
         if get_rank() == 0:
             images, metas = self.all_targets(failures)
             start = time.perf_counter()
-            results, log = propagate_targets(self.model, images, metas,
-                                             self.dataloader.dataset.max_area_change)
+            results, log = propagate_targets(self.model, images, metas, self.max_area_change)
             for volume, entry in log.items():
                 for line in entry['stopped']:
                     print_log(f'{volume}: {line}', logger='current', level=logging.WARNING)
@@ -243,7 +259,7 @@ class OneShotTestLoop(TestLoop):
         failures: List[str] = []
         fit_log = propagation = None
         self._propagated = None
-        if getattr(self.dataloader.dataset, 'propagate', False):
+        if self.propagate_mode:
             propagation = self.propagate(failures)
         elif getattr(self.model, 'transductive', False):
             fit_log = self.fit(failures)

@@ -25,7 +25,7 @@ from ..methods.base import (
 from ..prompts.context import PromptContext, ReferenceContext
 from ..structures.errors import OneShotDataError
 from ..utils.masks import merge_class_logits
-from ..utils.naming import references_key, sample_key
+from ..utils.naming import reference_cache_key, references_key, sample_key
 from .base import OneShotSegmentorBase
 
 #: ``seg_logits`` of a class the reference does not label.
@@ -137,7 +137,7 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
             labels = np.asarray(labels)
             image_key = sample_key(info)
             image_t = torch.as_tensor(np.asarray(image)).permute(2, 0, 1).float().to(self.device)
-            emb = (self.sam.encode(image_t, key='ref:' + image_key)
+            emb = (self.sam.encode(image_t, key=reference_cache_key(image_key))
                    if self.sam is not None else None)
             label_map = torch.from_numpy(labels.astype(np.int64)).to(self.device)
             ref.images.append(image_t)

@@ -25,6 +25,12 @@ def sample_key(metainfo: dict, prefix: str = '') -> str:
     return f'{path}' if index is None else f'{path}#{index}'
 
 
+def reference_cache_key(key: str) -> str:
+    """The cache key of a reference image's embedding or features: apart from a target's of
+    the same file (a target may be a reference of another run, labelled or not)."""
+    return 'ref:' + key
+
+
 def references_key(references) -> str:
     """A stable key for a sample's set of references (``sample_key`` of each, in order)."""
     return ' + '.join(sample_key(r) for r in references)
@@ -82,5 +88,5 @@ def prediction_name(metainfo: dict) -> str:
     return name if index is None else f'{name}_{int(index):04d}'
 
 
-__all__ = ['IMAGE_SUFFIXES', 'file_stem', 'sample_key', 'references_key', 'image_name',
-           'unique_names', 'target_names', 'prediction_name']
+__all__ = ['IMAGE_SUFFIXES', 'file_stem', 'sample_key', 'reference_cache_key', 'references_key',
+           'image_name', 'unique_names', 'target_names', 'prediction_name']

@@ -149,10 +149,12 @@ def test_test_py_propagates_a_nifti_slice_dataset(run_tool, tmp_path):
     config = tmp_path / 'propagate.py'
     dataset = dict(_delete_=True, type='NiftiSliceDataset',
                    volumes=[dict(img=f'{root}/vol.nii.gz', seg=f'{root}/lab.nii.gz')],
-                   reference=dict(volume=0, slice=[1, 5]), propagate=True,
+                   reference=dict(volume=0, slice=[1, 5]),
                    pipeline=[dict(type='LoadOneShotImage'), dict(type='LoadOneShotAnnotations'),
                              dict(type='PackOneShotInputs')])
-    config.write_text(f'_base_ = [{WARP_ONLY!r}]\ntest_dataloader = dict(dataset={dataset!r})\n')
+    # Propagation is an inference mode of the test loop, not a property of the data.
+    config.write_text(f'_base_ = [{WARP_ONLY!r}]\ntest_dataloader = dict(dataset={dataset!r})\n'
+                      'test_cfg = dict(propagate=True)\n')
     options = dict(o.split('=') for o in FAST)
     code, out = run_tool(str(config), options)
     assert code == 0

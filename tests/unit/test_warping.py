@@ -272,7 +272,8 @@ def test_working_size_follows_the_image_not_a_fixed_task():
     (dict(optimizer=dict(type='Adamm')), "optimizer type 'Adamm' is not a registered optimizer"),
     (dict(amp='fp8'), "amp must be 'auto', 'bf16' or 'none'"),
     (dict(convergence=dict(patience=3)), "unknown convergence keys \\['patience'\\]"),
-    (dict(convergence=dict(min_iters=500, max_iters=100)), 'convergence.min_iters 500 > max_iters 100'),
+    (dict(convergence=dict(min_iters=500, max_iters=100)),
+     'convergence.min_iters 500 > max_iters 100'),
 ])
 def test_invalid_settings_fail_when_built(kwargs, message):
     with pytest.raises(ValueError, match='WarpingModel: ' + message):

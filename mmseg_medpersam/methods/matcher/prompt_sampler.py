@@ -21,6 +21,7 @@ from ...prompts.context import PromptContext, ReferenceContext
 from ...prompts.structures import Prompts
 from ...sam.backend import ImageEmbedding
 from ...utils.cache import LRUCache
+from ...utils.naming import reference_cache_key
 from .patch_matching import (
     MAX_PAIRS_BEFORE_HALVING,
     MatchResult,
@@ -104,7 +105,7 @@ class MatcherPromptSampler(torch.nn.Module):
         foreground patches; k references are one bank of patches, matched together."""
         feats, fgs = [], []
         for ref in refs:
-            feats.append(self.features(ref.image, ref.embedding, 'ref:' + ref.key))
+            feats.append(self.features(ref.image, ref.embedding, reference_cache_key(ref.key)))
             fgs.append(reference_patch_mask(ref.mask.cpu().numpy(), self.encoder.grid_size))
         if len(refs) == 1:
             return MatcherReference(feats[0], fgs[0])
