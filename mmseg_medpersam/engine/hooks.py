@@ -14,6 +14,7 @@ from ..structures.labels import IGNORE_INDEX
 from ..utils.atomic import atomic_write_png, check_writable_dir
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import prediction_name
+from ..utils.padding import crop_padding
 
 
 class _OutputDirHook(Hook):
@@ -60,8 +61,8 @@ class PanelVisualizationHook(_OutputDirHook):
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         method = getattr(model, 'method_name', type(model).__name__)  # the run's facts
         for image, sample in zip(data_batch['inputs'], outputs or []):
-            h, w = sample.metainfo.get('img_shape', image.shape[-2:])
-            img = image[:, :h, :w].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+            img = crop_padding(image, sample.metainfo).permute(1, 2, 0).cpu().numpy().astype(
+                np.uint8)
             pred = sample.pred_sem_seg.data[0].cpu().numpy()
             gt = sample.gt_sem_seg.data[0].cpu().numpy() if 'gt_sem_seg' in sample else None
             reference = None
@@ -113,9 +114,9 @@ class OneShotVisualizationHook(SegVisualizationHook):
             return
         self._contrasting_palette()
         for image, sample in zip(data_batch['inputs'], outputs):
-            h, w = sample.metainfo.get('img_shape', image.shape[-2:])
-            img = np.ascontiguousarray(image[:, :h, :w].permute(1, 2, 0).cpu().numpy(),
-                                       dtype=np.uint8)
+            img = np.ascontiguousarray(
+                crop_padding(image, sample.metainfo).permute(1, 2, 0).cpu().numpy(),
+                dtype=np.uint8)
             self._visualizer.add_datasample(f'test_{prediction_name(sample.metainfo)}', img,
                                             data_sample=sample, show=self.show,
                                             wait_time=self.wait_time, step=runner.iter)

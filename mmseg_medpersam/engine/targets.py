@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..datasets.transforms import LoadOneShotAnnotations
 from ..structures.errors import OneShotDataError
+from ..utils.padding import crop_padding
 
 
 def unlabeled_sample(dataset, index: int) -> dict:
@@ -39,8 +40,7 @@ def preprocess_targets(dataset, model, collate: Callable, count: Optional[int] =
             continue
         data = model.data_preprocessor(batch, False)
         for img, sample in zip(data['inputs'], data['data_samples']):
-            h, w = sample.metainfo.get('img_shape', img.shape[-2:])
-            images.append(img[:, :h, :w].float())
+            images.append(crop_padding(img, sample.metainfo).float())
             metas.append(sample.metainfo)
     return images, metas
 

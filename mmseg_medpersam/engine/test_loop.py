@@ -44,6 +44,7 @@ from ..structures.labels import IGNORE_INDEX
 from ..utils.atomic import WriteError, atomic_write_text, check_writable_file
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import image_name, prediction_name, sample_key
+from ..utils.padding import image_size
 from .console import file_only
 from .hooks import SaveMasksHook
 from .targets import preprocess_targets
@@ -240,8 +241,8 @@ class OneShotTestLoop(TestLoop):
             result = self._propagated.get(sample_key(sample.metainfo))
             if result is None:
                 raise OneShotDataError(f'{image_name(sample.metainfo)}: no propagation result')
-            h, w = sample.metainfo.get('img_shape', image.shape[-2:])
-            outputs.append(self.model.fill_sample(sample, result.results, (h, w),
+            outputs.append(self.model.fill_sample(sample, result.results,
+                                                  image_size(image, sample.metainfo),
                                                   result.seconds))
         return outputs
 

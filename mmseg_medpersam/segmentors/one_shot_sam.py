@@ -26,6 +26,7 @@ from ..prompts.context import PromptContext, ReferenceContext
 from ..structures.errors import OneShotDataError
 from ..utils.masks import merge_class_logits
 from ..utils.naming import reference_cache_key, references_key, sample_key
+from ..utils.padding import crop_padding
 from .base import OneShotSegmentorBase
 
 #: ``seg_logits`` of a class the reference does not label.
@@ -250,9 +251,7 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
             data_samples = [SegDataSample(metainfo=dict(img_shape=inputs.shape[-2:],
                                                         ori_shape=inputs.shape[-2:]))
                             for _ in range(inputs.shape[0])]
-        crops = [img[:, :s.metainfo.get('img_shape', img.shape[-2:])[0],
-                     :s.metainfo.get('img_shape', img.shape[-2:])[1]].float()
-                 for img, s in zip(inputs, data_samples)]
+        crops = [crop_padding(img, s.metainfo).float() for img, s in zip(inputs, data_samples)]
         embeddings = [None] * len(crops)
         if self.sam is not None:  # the batch in one go (cached: the method reuses them)
             wanted = [i for i, s in enumerate(data_samples) if self._needs_embedding(s.metainfo)]

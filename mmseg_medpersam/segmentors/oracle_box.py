@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..prompts.structures import Prompts, decode_union
 from ..utils.masks import component_boxes, dice, mask_bbox, merge_class_logits
+from ..utils.padding import crop_padding, image_size
 from .base import OneShotSegmentorBase
 
 BOX_RULES = ('single', 'per_component', 'best')
@@ -79,9 +80,9 @@ class OracleBoxSegmentor(OneShotSegmentorBase):
     def predict(self, inputs: Tensor, data_samples: List[SegDataSample]) -> List[SegDataSample]:
         for image, sample in zip(inputs, data_samples):
             start = time.perf_counter()
-            h, w = sample.metainfo.get('img_shape', image.shape[-2:])
+            h, w = image_size(image, sample.metainfo)
             gt = sample.gt_sem_seg.data[0, :h, :w].to(self.sam.device)
-            emb = self.sam.encode(image[:, :h, :w].float())
+            emb = self.sam.encode(crop_padding(image, sample.metainfo).float())
             classes = [int(c) for c in torch.unique(gt) if 0 < int(c) < 255]
             logits, records = [], {}
             for c in classes:

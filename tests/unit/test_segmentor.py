@@ -272,3 +272,15 @@ def test_no_method_is_handed_a_target_label(multiclass_run, folder_task):
                if cls.reads_target_labels]
     assert readers == [OracleBoxSegmentor] and issubclass(OracleBoxSegmentor,
                                                            OneShotSegmentorBase)
+
+
+def test_one_rule_crops_the_batch_padding():
+    """A target padded into a batch is cropped back to its img_shape by every stage (one
+    helper); a tensor with no img_shape is its own size."""
+    from mmseg_medpersam.utils.padding import crop_padding, image_size
+    padded = torch.zeros(3, 40, 50)
+    padded[:, :30, :20] = 1
+    assert image_size(padded, dict(img_shape=(30, 20))) == (30, 20)
+    assert crop_padding(padded, dict(img_shape=(30, 20))).shape == (3, 30, 20)
+    assert bool(crop_padding(padded, dict(img_shape=(30, 20))).all())
+    assert crop_padding(padded, {}).shape == (3, 40, 50)
