@@ -24,6 +24,7 @@ from ..segmentors.mmseg_api import array_name
 from ..segmentors.one_shot_sam import OneShotSAMSegmentor, ReferenceSet
 from ..segmentors.propagation import DEFAULT_MAX_AREA_CHANGE, propagate_targets
 from ..structures.errors import EXIT_CODES, OneShotDataError, exit_code
+from ..structures.references import REFERENCES_KEY, OneShotReferences, ReferenceFile
 from ..utils.cli import (
     EXIT_INTERRUPTED,
     ConfigError,
@@ -210,16 +211,15 @@ class OneShotInferencer:
         """``set_reference`` with k labelled references, ``(image, mask, slice_index)`` each
         (or ``(image, mask)``): every method uses them together (README, "k references")."""
         references = [tuple(r) + (None, ) * (3 - len(r)) for r in references]
+        info = dict(axis=axis, num_classes=self.num_classes)
         if all(isinstance(i, str) and isinstance(m, str) for i, m, _ in references):
-            info = dict(references=tuple(dict(img_path=i, seg_map_path=m, slice_index=z)
-                                         for i, m, z in references),
-                        axis=axis, num_classes=self.num_classes)
-            info['ref_imgs'], info['ref_seg_maps'] = self.loader.load_references(info)
+            info[REFERENCES_KEY] = self.loader.load_references(dict(info, **{
+                REFERENCES_KEY: OneShotReferences.from_files(
+                    [ReferenceFile(i, m, z) for i, m, z in references])}))
         else:
             loaded = [self._reference(i, m, z, axis) for i, m, z in references]
-            info = dict(references=tuple(r for r, _, _ in loaded), axis=axis,
-                        num_classes=self.num_classes, ref_imgs=tuple(x for _, x, _ in loaded),
-                        ref_seg_maps=tuple(y for _, _, y in loaded))
+            info[REFERENCES_KEY] = OneShotReferences.from_files(
+                [r for r, _, _ in loaded], [x for _, x, _ in loaded], [y for _, _, y in loaded])
         self.model.begin_run()
         with torch.no_grad():
             self.reference = self.model.get_reference(info)
@@ -227,8 +227,8 @@ class OneShotInferencer:
         return self.reference
 
     def _reference(self, image: ImageLike, mask: ImageLike, slice_index: Optional[int],
-                   axis: Optional[int]) -> Tuple[dict, np.ndarray, np.ndarray]:
-        """One reference of which the image or the mask is an array: (its record, image,
+                   axis: Optional[int]) -> Tuple[ReferenceFile, np.ndarray, np.ndarray]:
+        """One reference of which the image or the mask is an array: (its names, image,
         label map), checked as files are (same size, no 255, not empty)."""
         img, img_name = self._image(image, slice_index, axis)
         if isinstance(mask, str):
@@ -244,8 +244,7 @@ class OneShotInferencer:
         if not labels.any():
             raise OneShotDataError(f'{mask_name}: the reference mask is empty (no foreground '
                                    'pixel): label at least one structure.')
-        record = dict(img_path=img_name, seg_map_path=mask_name, slice_index=slice_index)
-        return record, img, labels
+        return ReferenceFile(img_name, mask_name, slice_index), img, labels
 
     def _image(self, image: ImageLike, slice_index: Optional[int] = None,
                axis: Optional[int] = None) -> Tuple[np.ndarray, str]:

@@ -11,6 +11,7 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from ..structures.errors import OneShotDataError
+from ..structures.references import REFERENCES_KEY, OneShotReferences, ReferenceFile
 from ..utils.naming import sample_key, target_names
 from .labels import is_label_volume, label_slice
 from .loading import volume_shape
@@ -53,17 +54,18 @@ class _OneShotClasses:
 
 def _attach_references(data_list: List[dict], references: List[dict],
                        num_classes: int) -> List[dict]:
-    """Each target gets the references (``references``: one ``dict(img_path, seg_map_path,
-    slice_index)`` per labelled image), the class count and a name unique in the task
-    (``target_name``: output files of targets that share a file name must not collide)."""
-    refs = tuple(dict(img_path=r['img_path'], seg_map_path=r['seg_map_path'],
-                      slice_index=r.get('slice_index')) for r in references)
+    """Each target gets the references (``OneShotReferences``: the files of each labelled
+    image), the class count and a name unique in the task (``target_name``: output files of
+    targets that share a file name must not collide)."""
+    refs = OneShotReferences.from_files(
+        [ReferenceFile(r['img_path'], r['seg_map_path'], r.get('slice_index'))
+         for r in references])
     keys = [sample_key(r) for r in refs]
     if len(set(keys)) != len(keys):
         raise OneShotDataError(f'a reference is named twice: {keys}')
     for info, name in zip(data_list, target_names(data_list)):
         info['target_name'] = name
-        info['references'] = refs
+        info[REFERENCES_KEY] = refs
         info['num_classes'] = num_classes
     return data_list
 
@@ -73,7 +75,7 @@ class OneShotFolderDataset(_OneShotClasses, BaseSegDataset):
     """Images in ``images/`` and masks of the same stem in ``masks/``; some are references.
 
     The reference pairs are removed from the evaluated set and attached to every sample's
-    metainfo (``references``), so a segmentor needs no other input.
+    metainfo (``OneShotReferences``), so a segmentor needs no other input.
 
     Args:
         reference: the reference's file stem relative to the image folder (e.g. ``'z090'``),

@@ -10,17 +10,17 @@ from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
 
 from ..structures.errors import OneShotDataError
+from ..structures.references import REFERENCES_KEY, OneShotReferences
 from .labels import check_same_size, load_label_map, load_reference
 from .loading import load_image
 
 # What the model may see of a target besides its pixels. The target's own mask path is NOT
 # here: methods never look at a target's label (the evaluators get it as ``gt_sem_seg``).
-# The references (their paths ``references``, their pixels ``ref_imgs``, ``ref_seg_maps``)
-# travel with every sample: the model reads no file.
+# The references (``OneShotReferences``: their files and, loaded, their pixels) travel with
+# every sample: the model reads no file.
 ONE_SHOT_META_KEYS = ('img_path', 'sample_idx', 'ori_shape', 'img_shape', 'pad_shape',
                       'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
-                      'slice_index', 'axis', 'num_classes', 'references', 'ref_imgs',
-                      'ref_seg_maps', 'target_name')
+                      'slice_index', 'axis', 'num_classes', REFERENCES_KEY, 'target_name')
 
 
 @TRANSFORMS.register_module()
@@ -28,10 +28,9 @@ class LoadOneShotImage(BaseTransform):
     """Load a target image and its task's labelled references, all with one window.
 
     Images may be PNG/JPEG/TIFF of any depth, DICOM, or NIfTI slices; they become HxWx3 uint8
-    RGB. The references (``references``: the ``img_path``, ``seg_map_path`` and
-    ``slice_index`` of each, which one-shot datasets attach) are loaded once and handed to
-    every sample as ``ref_imgs`` and ``ref_seg_maps`` (one per reference), so images and
-    references are read by the same rule.
+    RGB. The references (``OneShotReferences``, which one-shot datasets attach: the files of
+    each) are loaded once and handed to every sample with their pixels (``images``,
+    ``label_maps``), so images and references are read by the same rule.
 
     Args:
         window: (low, high) intensity window for non-8-bit data (e.g. a CT window); None uses
@@ -42,22 +41,23 @@ class LoadOneShotImage(BaseTransform):
         self.window = window
         self._references: Dict[tuple, Tuple[np.ndarray, np.ndarray]] = {}
 
-    def load_references(self, results: dict) -> Tuple[tuple, tuple]:
-        """The sample's references: (images, label maps), each read once per run."""
-        if not results.get('references'):
+    def load_references(self, results: dict) -> OneShotReferences:
+        """The sample's references with their pixels, each file read once per run."""
+        refs = OneShotReferences.of(results)
+        if not refs:
             raise OneShotDataError(
                 'no reference: use a one-shot dataset that attaches one '
-                '(OneShotFolderDataset, NiftiSliceDataset, the MNI152 tasks).')
+                '(OneShotFolderDataset, NiftiSliceDataset, the embedded tasks).')
         images, labels = [], []
-        for ref in results['references']:
-            key = (ref['img_path'], ref['seg_map_path'], ref.get('slice_index'),
+        for ref in refs:
+            key = (ref.img_path, ref.seg_map_path, ref.slice_index,
                    results.get('axis'), int(results.get('num_classes', 2)))
             if key not in self._references:
                 self._references[key] = load_reference(
                     key[0], key[1], key[4], key[2], key[3], self.window)
             images.append(self._references[key][0])
             labels.append(self._references[key][1])
-        return tuple(images), tuple(labels)
+        return refs.with_pixels(images, labels)
 
     def transform(self, results: dict) -> dict:
         img = load_image(results['img_path'], results.get('slice_index'),
@@ -65,7 +65,7 @@ class LoadOneShotImage(BaseTransform):
         results['img'] = img
         results['img_shape'] = img.shape[:2]
         results['ori_shape'] = img.shape[:2]
-        results['ref_imgs'], results['ref_seg_maps'] = self.load_references(results)
+        results[REFERENCES_KEY] = self.load_references(results)
         return results
 
 

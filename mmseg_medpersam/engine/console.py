@@ -12,12 +12,14 @@ A plain ``Runner`` (``--verbose``, mmseg's own ``tools/test.py``) prints everyth
 from __future__ import annotations
 
 import logging
-import os.path as osp
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
 from mmengine.logging import MMLogger
 from mmengine.runner import Runner
+
+from ..structures.references import OneShotReferences
+from ..utils.naming import image_name
 
 
 class ConsoleFilter(logging.Filter):
@@ -97,8 +99,8 @@ def run_header(runner: Runner, config: str, checkpoint: Optional[str] = None) ->
         weights = (f'{name}, weights {source}' if source else
                    name if 'random' in name else f'{name}, random weights')
     dataset = runner.test_dataloader.dataset
-    refs = ', '.join(_reference_name(r)
-                     for r in (dataset.get_data_info(0).get('references') or ())
+    refs = ', '.join(image_name(r)
+                     for r in (OneShotReferences.of(dataset.get_data_info(0)) or ())
                      ) if len(dataset) else ''
     data = f'{type(dataset).__name__}: {len(dataset)} targets'
     data += f' in {dataset.data_root}' if getattr(dataset, 'data_root', None) else ''
@@ -111,11 +113,6 @@ def run_header(runner: Runner, config: str, checkpoint: Optional[str] = None) ->
     if log_file:
         lines.append(f'log     {log_file} (environment, config, details)')
     return '\n'.join(lines)
-
-
-def _reference_name(ref: dict) -> str:
-    name = osp.basename(str(ref.get('img_path')))
-    return name if ref.get('slice_index') is None else f'{name}#{ref["slice_index"]}'
 
 
 __all__ = ['ConsoleFilter', 'QuietRunner', 'console_filters', 'file_only', 'run_header']

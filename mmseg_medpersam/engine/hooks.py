@@ -11,6 +11,7 @@ from mmseg.engine.hooks import SegVisualizationHook
 from mmseg.registry import HOOKS
 
 from ..structures.labels import IGNORE_INDEX
+from ..structures.references import OneShotReferences
 from ..utils.atomic import atomic_write_png, check_writable_dir
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import prediction_name
@@ -66,19 +67,20 @@ class PanelVisualizationHook(_OutputDirHook):
             pred = sample.pred_sem_seg.data[0].cpu().numpy()
             gt = sample.gt_sem_seg.data[0].cpu().numpy() if 'gt_sem_seg' in sample else None
             reference = None
-            if sample.metainfo.get('ref_imgs'):  # handed over by LoadOneShotImage; the first
-                reference = (np.asarray(sample.metainfo['ref_imgs'][0]).astype(np.uint8),
-                             np.asarray(sample.metainfo['ref_seg_maps'][0]))
+            refs = OneShotReferences.of(sample.metainfo)
+            if refs and refs.loaded:  # handed over by LoadOneShotImage; the first is drawn
+                reference = (np.asarray(refs.images[0]).astype(np.uint8),
+                             np.asarray(refs.label_maps[0]))
             name = prediction_name(sample.metainfo)
             score = mean_foreground_dice(pred, gt, IGNORE_INDEX) if gt is not None else None
             title = f'{method} | {name}' + (f' | Dice {score:.3f}' if score is not None else '')
             meta = sample.metainfo
-            ref = (meta.get('references') or [{}])[0]
+            ref = refs.files[0] if refs else None
             target_panel(osp.join(self.out_dir, name + '.png'), img, pred, gt,
                          meta.get('prompts'), reference, title,
                          slice_letters(meta['img_path'], meta.get('slice_index'),
                                        meta.get('axis')),
-                         slice_letters(ref['img_path'], ref.get('slice_index'), meta.get('axis'))
+                         slice_letters(ref.img_path, ref.slice_index, meta.get('axis'))
                          if ref else None)
 
 

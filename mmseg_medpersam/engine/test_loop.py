@@ -41,6 +41,7 @@ from ..evaluation.report import write_report
 from ..segmentors.propagation import DEFAULT_MAX_AREA_CHANGE, SliceResult, propagate_targets
 from ..structures.errors import OneShotDataError, OneShotTargetsFailed, ReportNotWritten  # noqa: E402
 from ..structures.labels import IGNORE_INDEX
+from ..structures.references import REFERENCES_KEY
 from ..utils.atomic import WriteError, atomic_write_text, check_writable_file
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import image_name, prediction_name, sample_key
@@ -169,9 +170,9 @@ class OneShotTestLoop(TestLoop):
         if not len(dataset) or not loaders or not hasattr(self.model, 'get_reference'):
             return
         info = dataset.get_data_info(0)
-        ref_imgs, ref_seg_maps = loaders[0].load_references(info)
         with torch.no_grad():
-            self.model.get_reference(dict(info, ref_imgs=ref_imgs, ref_seg_maps=ref_seg_maps))
+            self.model.get_reference(
+                dict(info, **{REFERENCES_KEY: loaders[0].load_references(info)}))
 
     def iter_batches(self, failures: List[str]):
         """Batches of this rank's dataloader; a sample that fails to load is skipped."""

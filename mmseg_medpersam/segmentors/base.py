@@ -23,6 +23,7 @@ from mmseg.models.segmentors import BaseSegmentor
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
+from ..structures.references import OneShotReferences
 from ..utils.palette import drawing_palette
 from .mmseg_api import SAM_KEY_PREFIXES, TaskInfo, array_name, config_task, reference_from_files
 
@@ -110,7 +111,7 @@ class OneShotSegmentorBase(BaseSegmentor):
         """``sample`` as a one-shot target: the model's reference when it brings none, and a
         name from its pixels when it has no file (an array)."""
         meta = {}
-        if not sample.metainfo.get('references'):
+        if not OneShotReferences.of(sample.metainfo):
             meta.update(self.default_reference())
         if not sample.metainfo.get('img_path'):
             meta['img_path'] = array_name(image.detach().cpu().numpy())

@@ -90,8 +90,8 @@ def array_name(image: np.ndarray) -> str:
 @dataclass
 class TaskInfo:
     """A config's task as the model sees it: class names, palette, and the labelled
-    references handed to every target (``references``, ``ref_imgs``, ``ref_seg_maps``,
-    ``num_classes``, ``axis``)."""
+    references handed to every target (the metainfo entries ``references``, loaded
+    ``OneShotReferences``, ``num_classes`` and ``axis``)."""
 
     classes: tuple
     palette: list
@@ -107,6 +107,7 @@ def config_task(cfg) -> TaskInfo:
     from ..datasets import prepare_embedded_task
     from ..datasets.transforms import LoadOneShotImage
     from ..structures.errors import OneShotDataError
+    from ..structures.references import REFERENCES_KEY
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     dataset_cfg = cfg.get('test_dataloader', {}).get('dataset')
     if dataset_cfg is None:
@@ -118,10 +119,8 @@ def config_task(cfg) -> TaskInfo:
                if isinstance(t, LoadOneShotImage)]
     info = dataset.get_data_info(0)
     loader = loaders[0] if loaders else LoadOneShotImage()
-    ref_imgs, ref_seg_maps = loader.load_references(info)
-    reference = dict(references=info['references'], ref_imgs=ref_imgs,
-                     ref_seg_maps=ref_seg_maps, num_classes=info['num_classes'],
-                     axis=info.get('axis'))
+    reference = {REFERENCES_KEY: loader.load_references(info),
+                 'num_classes': info['num_classes'], 'axis': info.get('axis')}
     meta = dataset.metainfo
     return TaskInfo(tuple(meta['classes']), [list(c) for c in meta['palette']], reference)
 
@@ -132,9 +131,11 @@ def reference_from_files(image: str, mask: str, num_classes: int,
     """A labelled reference from files (a 2D image, or a slice of a volume), loaded by the
     one-shot rule, as the sample metainfo that carries it."""
     from ..datasets.transforms import LoadOneShotImage
-    info = dict(references=(dict(img_path=image, seg_map_path=mask, slice_index=slice_index),),
-                num_classes=num_classes, axis=axis)
-    info['ref_imgs'], info['ref_seg_maps'] = LoadOneShotImage(window).load_references(info)
+    from ..structures.references import REFERENCES_KEY, OneShotReferences, ReferenceFile
+    info = {REFERENCES_KEY: OneShotReferences.from_files(
+                [ReferenceFile(image, mask, slice_index)]),
+            'num_classes': num_classes, 'axis': axis}
+    info[REFERENCES_KEY] = LoadOneShotImage(window).load_references(info)
     return info
 
 

@@ -24,6 +24,7 @@ from ..methods.base import (
 )
 from ..prompts.context import PromptContext, ReferenceContext
 from ..structures.errors import OneShotDataError
+from ..structures.references import REFERENCES_KEY, OneShotReferences
 from ..utils.masks import merge_class_logits
 from ..utils.naming import reference_cache_key, references_key, sample_key
 from ..utils.padding import crop_padding
@@ -62,8 +63,8 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
     class with the highest logit). Prompts used are stored with each prediction.
 
     A run: ``begin_run`` -> ``fit`` on every unlabeled target (transductive methods, once)
-    -> ``predict``. The references come with each sample (``references``, ``ref_imgs``,
-    ``ref_seg_maps``, loaded by the pipeline's ``LoadOneShotImage``); the model reads no file
+    -> ``predict``. The references come with each sample (``OneShotReferences``, loaded by
+    the pipeline's ``LoadOneShotImage``); the model reads no file
     and never a target label. With k references every method uses all of them together.
 
     Args:
@@ -111,7 +112,7 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
     @staticmethod
     def reference_key(metainfo: dict) -> str:
         """Which references a sample uses (each image's path and slice)."""
-        return references_key(metainfo.get('references') or ())
+        return references_key(OneShotReferences.of(metainfo) or ())
 
     def _num_classes(self, metainfo: dict) -> int:
         num = self.num_classes or metainfo.get('num_classes')
@@ -126,15 +127,14 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
         key = self.reference_key(metainfo)
         if key in self._references:
             return self._references[key]
-        refs = metainfo.get('references') or ()
-        images, label_maps = metainfo.get('ref_imgs'), metainfo.get('ref_seg_maps')
-        if not refs or images is None or label_maps is None or len(images) != len(refs):
+        refs = OneShotReferences.of(metainfo)
+        if not refs or not refs.loaded:
             raise OneShotDataError(
                 'no reference with the sample: load the data with LoadOneShotImage (the one-shot '
                 'pipelines do), which hands the reference images and label maps over.')
-        ref = ReferenceSet(key, [r['img_path'] for r in refs], [r['seg_map_path'] for r in refs],
+        ref = ReferenceSet(key, [r.img_path for r in refs], [r.seg_map_path for r in refs],
                            [], [])
-        for info, image, labels in zip(refs, images, label_maps):
+        for info, image, labels in zip(refs, refs.images, refs.label_maps):
             labels = np.asarray(labels)
             image_key = sample_key(info)
             image_t = torch.as_tensor(np.asarray(image)).permute(2, 0, 1).float().to(self.device)
@@ -208,15 +208,15 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
                    for c, refs in ref.classes.items()}
         return results, state
 
-    def segment_from(self, image: Tensor, metainfo: dict, reference: dict,
+    def segment_from(self, image: Tensor, metainfo: dict, reference: OneShotReferences,
                      init: Optional[FitState] = None
                      ) -> Tuple[Dict[int, HeadResult], Optional[FitState]]:
-        """Segment one target with the reference given (``references``, ``ref_imgs``,
-        ``ref_seg_maps``) in place of its own, keeping nothing of it afterwards (one step of a
+        """Segment one target with the references given (loaded ``OneShotReferences``) in
+        place of its own, keeping nothing of them afterwards (one step of a
         volume propagation: every slice has its own reference). A transductive method is
         fitted on this target, starting from ``init`` (the neighbour's fit); returns the
         results and the fit."""
-        meta = dict(metainfo, **reference)
+        meta = dict(metainfo, **{REFERENCES_KEY: reference})
         key = self.reference_key(meta)
         try:
             return self._segment(image, meta, init)

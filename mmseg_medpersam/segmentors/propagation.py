@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..methods.base import FitState, HeadResult
 from ..structures.errors import OneShotDataError
+from ..structures.references import OneShotReferences, ReferenceFile
 from ..utils.naming import sample_key
 from ..utils.progress import track
 
@@ -89,9 +90,9 @@ def propagate(segment: Callable[..., Tuple[Dict[int, HeadResult], Optional[FitSt
 
     Args:
         segment: ``segment(image, target_meta, reference, init) -> (results, fit)``: the
-            method on one (3, H, W) target with one reference (``reference``:
-            ``references``, ``ref_imgs``, ``ref_seg_maps`` entries as ``LoadOneShotImage``
-            makes them), starting from ``init``, the fit of the slice before it on its chain
+            method on one (3, H, W) target with one reference (loaded ``OneShotReferences``,
+            as ``LoadOneShotImage`` makes them), starting from ``init``, the fit of the slice
+            before it on its chain
             (``OneShotSAMSegmentor.segment_from``).
         merge: per-class results -> (H, W) label map (``OneShotSAMSegmentor.merge_classes``).
         images, metas: the unlabelled slices (by slice index): (3, H, W) float RGB and their
@@ -120,10 +121,9 @@ def propagate(segment: Callable[..., Tuple[Dict[int, HeadResult], Optional[FitSt
                                  status='not reached')
             continue
         meta = metas[z]
-        reference = dict(
-            references=(dict(img_path=meta.get('img_path'), slice_index=src,
-                             seg_map_path=seg_map_path), ),
-            ref_imgs=(pixels[src], ), ref_seg_maps=(before.labels, ))
+        reference = OneShotReferences.from_files(
+            [ReferenceFile(meta.get('img_path'), seg_map_path, src)], [pixels[src]],
+            [before.labels])
         start = time.perf_counter()
         with torch.no_grad():
             results, fit = segment(images[z], meta, reference, fits.pop(src, None))
@@ -160,10 +160,11 @@ def propagate_targets(model, images: Sequence[Tensor], metas: Sequence[dict],
     log: Dict[str, dict] = {}
     for path, idx in volumes.items():
         meta0 = metas[idx[0]]
-        labelled = {int(r['slice_index']): (img, seg) for r, img, seg in zip(
-            meta0.get('references') or (), meta0.get('ref_imgs') or (),
-            meta0.get('ref_seg_maps') or ())
-            if osp.realpath(r['img_path']) == path and r.get('slice_index') is not None}
+        refs = OneShotReferences.of(meta0)
+        labelled = {} if not (refs and refs.loaded) else {
+            int(r.slice_index): (img, seg)
+            for r, img, seg in zip(refs, refs.images, refs.label_maps)
+            if osp.realpath(r.img_path) == path and r.slice_index is not None}
         if not labelled:
             raise OneShotDataError(f'{meta0["img_path"]}: no labelled slice of this volume '
                                    'among the references: nothing to propagate from')

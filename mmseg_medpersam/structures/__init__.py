@@ -1,4 +1,5 @@
-"""Types that cross the plugin's layers: every error type (``errors``). Nothing here imports
+"""Types that cross the plugin's layers: every error type (``errors``), a sample's labelled
+references (``references``), label values with a meaning (``labels``). Nothing here imports
 another layer of the package."""
 from .errors import (
     CheckpointError,
@@ -8,6 +9,8 @@ from .errors import (
     ReportNotWritten,
     WriteError,
 )
+from .references import REFERENCES_KEY, OneShotReferences, ReferenceFile
 
 __all__ = ['CheckpointError', 'ConfigError', 'OneShotDataError', 'OneShotTargetsFailed',
-           'ReportNotWritten', 'WriteError']
+           'ReportNotWritten', 'WriteError', 'REFERENCES_KEY', 'OneShotReferences',
+           'ReferenceFile']

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import Dict, List
+from typing import Dict, List, Mapping
 
 #: File suffixes of images the plugin reads (longest first, so ``.nii.gz`` wins over ``.gz``).
 IMAGE_SUFFIXES = ('.nii.gz', '.nii', '.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.dcm')
@@ -18,10 +18,18 @@ def file_stem(path: str) -> str:
     return osp.splitext(name)[0]
 
 
-def sample_key(metainfo: dict, prefix: str = '') -> str:
-    """A stable key for an image: its path and, for a slice of a volume, ``#slice``."""
-    path = metainfo.get(prefix + 'img_path')
-    index = metainfo.get(prefix + 'slice_index')
+def _path_and_slice(metainfo, prefix: str = '') -> tuple:
+    """``(img_path, slice_index)`` of a sample's metainfo (a mapping) or a ``ReferenceFile``."""
+    if isinstance(metainfo, Mapping):
+        return metainfo.get(prefix + 'img_path'), metainfo.get(prefix + 'slice_index')
+    return (getattr(metainfo, prefix + 'img_path', None),
+            getattr(metainfo, prefix + 'slice_index', None))
+
+
+def sample_key(metainfo, prefix: str = '') -> str:
+    """A stable key for an image: its path and, for a slice of a volume, ``#slice``.
+    ``metainfo``: a sample's metainfo (a mapping) or a ``ReferenceFile``."""
+    path, index = _path_and_slice(metainfo, prefix)
     return f'{path}' if index is None else f'{path}#{index}'
 
 
@@ -32,14 +40,16 @@ def reference_cache_key(key: str) -> str:
 
 
 def references_key(references) -> str:
-    """A stable key for a sample's set of references (``sample_key`` of each, in order)."""
+    """A stable key for a sample's set of references (``sample_key`` of each file, in order;
+    ``references``: a ``OneShotReferences`` or a sequence of reference files)."""
     return ' + '.join(sample_key(r) for r in references)
 
 
-def image_name(metainfo: dict) -> str:
-    """How reports name an image: its file name, and ``#42`` for slice 42 of a volume."""
-    name = osp.basename(metainfo.get('img_path') or '')
-    index = metainfo.get('slice_index')
+def image_name(metainfo) -> str:
+    """How reports name an image: its file name, and ``#42`` for slice 42 of a volume
+    (``metainfo``: a sample's metainfo or a ``ReferenceFile``)."""
+    path, index = _path_and_slice(metainfo)
+    name = osp.basename(path or '')
     return name if index is None else f'{name}#{index}'
 
 

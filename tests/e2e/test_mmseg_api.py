@@ -96,7 +96,7 @@ def test_mmsegs_api_on_the_tiny_config_and_the_mni152_task(mni152_root, tmp_path
     by_array = inference_model(model, cv2.imread(image, cv2.IMREAD_UNCHANGED))
     for result in (by_path, by_array):
         assert tuple(result.pred_sem_seg.data.shape) == (1, *size)
-        assert osp.basename(result.metainfo['references'][0]['img_path']) == 'z090.png'
+        assert osp.basename(result.metainfo['references'].files[0].img_path) == 'z090.png'
     assert torch.equal(by_path.pred_sem_seg.data, by_array.pred_sem_seg.data)
     cfg = Config.fromfile(TINY_CONFIG)
     cfg.merge_from_dict(options)
@@ -114,7 +114,8 @@ def test_inference_model_on_a_path_and_an_array(task, model):
     root = task[0]
     by_path = inference_model(model, _image(root))
     assert tuple(by_path.pred_sem_seg.data.shape) == (1, 64, 80)
-    assert by_path.metainfo['references'][0]['img_path'].endswith(osp.join('images', 'ref.png'))
+    assert by_path.metainfo['references'].files[0].img_path.endswith(
+        osp.join('images', 'ref.png'))
     image, _ = blob_pair(64, 80, cy=0.5, cx=0.53, seed=1)  # what t1.png holds
     by_array = inference_model(model, image[..., 0])
     assert torch.equal(by_array.pred_sem_seg.data, by_path.pred_sem_seg.data)
@@ -144,7 +145,7 @@ def test_a_reference_set_on_the_model_replaces_the_configs(task, model, tmp_path
     mask = write_png(str(tmp_path / 'other' / 'ref_mask.png'), labels)
     model.set_reference(ref, mask)
     result = inference_model(model, _image(task[0]))
-    assert result.metainfo['references'][0]['img_path'] == ref
+    assert result.metainfo['references'].files[0].img_path == ref
     with pytest.raises(OneShotDataError, match='reference'):
         model.set_reference(ref, str(tmp_path / 'missing.png'))
 

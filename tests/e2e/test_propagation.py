@@ -42,7 +42,7 @@ def _scripted(areas: dict):
 
     def segment(image, meta, reference, init):
         z = meta['slice_index']
-        calls.append(dict(z=z, source=reference['references'][0]['slice_index'], init=init))
+        calls.append(dict(z=z, source=reference.files[0].slice_index, init=init))
         logits = torch.from_numpy(_square(z, areas[z]).astype(np.float32)) * 2 - 1
         return {1: HeadResult(logits)}, f'fit of {z}'
 

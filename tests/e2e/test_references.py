@@ -40,10 +40,10 @@ def test_folder_dataset_takes_a_list_of_references(tmp_path):
     assert [osp.basename(ds.get_data_info(i)['img_path']) for i in range(len(ds))] == [
         't1.png', 't2.png']  # both references left out of the scored set
     refs = ds.get_data_info(0)['references']
-    assert [osp.basename(r['img_path']) for r in refs] == ['ref.png', 'r2.png']
-    sample = ds[0]['data_samples'].metainfo
-    assert len(sample['ref_imgs']) == len(sample['ref_seg_maps']) == 2
-    assert not np.array_equal(sample['ref_seg_maps'][0], sample['ref_seg_maps'][1])
+    assert [osp.basename(r.img_path) for r in refs] == ['ref.png', 'r2.png']
+    loaded = ds[0]['data_samples'].metainfo['references']
+    assert len(loaded.images) == len(loaded.label_maps) == 2
+    assert not np.array_equal(loaded.label_maps[0], loaded.label_maps[1])
     one = OneShotFolderDataset(reference='ref', data_root=root, pipeline=LOAD)
     assert len(one) == 3 and len(one.get_data_info(0)['references']) == 1
 
@@ -82,7 +82,7 @@ def test_nifti_dataset_takes_several_labelled_slices(tmp_path):
         ds = NiftiSliceDataset(volumes=vols, reference=reference, data_root=str(tmp_path),
                                pipeline=LOAD)
         assert [ds.get_data_info(i)['slice_index'] for i in range(len(ds))] == [0, 2, 3, 5]
-        assert [r['slice_index'] for r in ds.get_data_info(0)['references']] == [1, 4]
+        assert [r.slice_index for r in ds.get_data_info(0)['references']] == [1, 4]
     with pytest.raises(OneShotDataError, match='dict\\(volume=i, slice=z\\)'):
         NiftiSliceDataset(volumes=vols, reference=['z1'], data_root=str(tmp_path), pipeline=[])
     with pytest.raises(OneShotDataError, match='reference volume 3'):

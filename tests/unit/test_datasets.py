@@ -20,6 +20,7 @@ from mmseg_medpersam.datasets import (
     prepare_embedded_task,
 )
 from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, prepare_mni152, slice_name
+from mmseg_medpersam.structures import OneShotReferences, ReferenceFile
 
 LOAD = [dict(type='LoadOneShotImage'), dict(type='LoadOneShotAnnotations')]
 
@@ -36,14 +37,16 @@ def test_folder_dataset_excludes_reference_and_attaches_it(folder_task):
     infos = [ds.get_data_info(i) for i in range(len(ds))]
     assert [osp.basename(i['img_path']) for i in infos] == ['t1.png', 't2.png']
     for info in infos:
-        assert info['references'] == (dict(
+        assert info['references'] == OneShotReferences((ReferenceFile(
             img_path=osp.join(folder_task, 'images', 'ref.png'),
-            seg_map_path=osp.join(folder_task, 'masks', 'ref.png'), slice_index=None), )
+            seg_map_path=osp.join(folder_task, 'masks', 'ref.png'), slice_index=None), ))
+        assert not info['references'].loaded  # files only: the loader reads them
         assert info['num_classes'] == 2
     sample = ds[0]
     assert sample['img'].shape == (64, 80, 3) and sample['img'].dtype == np.uint8
-    assert sample['references'][0]['img_path'].endswith('ref.png')
-    assert len(sample['ref_imgs']) == 1 and sample['ref_imgs'][0].shape == (64, 80, 3)
+    refs = OneShotReferences.of(sample)
+    assert refs.files[0].img_path.endswith('ref.png') and refs.loaded
+    assert len(refs.images) == 1 and refs.images[0].shape == (64, 80, 3)
 
 
 def test_reference_given_as_pair_stored_elsewhere(tmp_path, folder_task):
@@ -51,7 +54,7 @@ def test_reference_given_as_pair_stored_elsewhere(tmp_path, folder_task):
     ds = _folder(folder_task, reference=dict(img_path=osp.join(other, 'images', 'atlas.png'),
                                              seg_map_path=osp.join(other, 'masks', 'atlas.png')))
     assert len(ds) == 3  # nothing in the folder is the reference
-    assert ds.get_data_info(0)['references'][0]['img_path'].endswith('atlas.png')
+    assert ds.get_data_info(0)['references'].files[0].img_path.endswith('atlas.png')
     with pytest.raises(OneShotDataError, match='seg_map_path'):
         _folder(folder_task, reference=dict(img_path='x.png'))
 
@@ -175,7 +178,7 @@ def test_mni152_dataset_only_reads(tmp_path):
     assert osp.isfile(osp.join(root, 'COPYRIGHT.txt'))
     assert 'MNI152' in open(osp.join(root, 'COPYRIGHT.txt')).read()
     info = ds.get_data_info(0)
-    assert info['references'][0]['img_path'] == osp.join(root, 'images', 'z090.png')
+    assert info['references'].files[0].img_path == osp.join(root, 'images', 'z090.png')
     sample = ds[len(ds) // 2]
     assert sample['img'].shape == (233, 197, 3)
     assert np.unique(sample['gt_seg_map']).tolist() == [0, 1]
@@ -222,7 +225,7 @@ def test_every_mni152_task_writes_its_slices(tmp_path, task):
     ds = cls(data_root=root, pipeline=LOAD)
     spec = MNI152_TASKS[task]
     assert len(ds) == len(spec.slices) - 1
-    assert ds.get_data_info(0)['references'][0]['img_path'].endswith(
+    assert ds.get_data_info(0)['references'].files[0].img_path.endswith(
         slice_name(spec.reference) + '.png')
     assert ds.metainfo['classes'] == ('background', spec.structure)
     fractions = [ds[i]['gt_seg_map'].mean() for i in range(len(ds))]
@@ -271,9 +274,9 @@ def test_nifti_slices_minus_reference(nifti_pair):
     infos = [ds.get_data_info(i) for i in range(len(ds))]
     assert [i['slice_index'] for i in infos] == [0, 1, 3, 4]
     for info in infos:
-        assert info['references'] == (dict(img_path=osp.join(str(root), 'img.nii.gz'),
-                                           seg_map_path=osp.join(str(root), 'seg.nii.gz'),
-                                           slice_index=2), )
+        assert info['references'].files == (ReferenceFile(
+            img_path=osp.join(str(root), 'img.nii.gz'),
+            seg_map_path=osp.join(str(root), 'seg.nii.gz'), slice_index=2), )
         assert info['num_classes'] == 2
     for i, z in enumerate([0, 1, 3, 4]):
         sample = ds[i]
@@ -315,15 +318,16 @@ def test_annotation_loader_checks_size_against_image(folder_task):
     assert out['gt_seg_map'].shape == (64, 80)
     assert 'gt_seg_map' in out['seg_fields']
     # The reference came along, read once for every sample.
-    assert out['ref_imgs'][0].shape == (64, 80, 3) and out['ref_seg_maps'][0].any()
+    refs = OneShotReferences.of(out)
+    assert refs.images[0].shape == (64, 80, 3) and refs.label_maps[0].any()
     with pytest.raises(OneShotDataError, match='no reference'):
         LoadOneShotImage().transform(dict(img_path=osp.join(folder_task, 'images', 't1.png')))
 
 
 def _reference(root):
-    return dict(references=(dict(img_path=osp.join(root, 'images', 'ref.png'),
-                                 seg_map_path=osp.join(root, 'masks', 'ref.png')), ),
-                num_classes=2)
+    return dict(references=OneShotReferences((ReferenceFile(
+        osp.join(root, 'images', 'ref.png'), osp.join(root, 'masks', 'ref.png')), )),
+        num_classes=2)
 
 
 def test_hela_task_is_real_microscopy_with_objects_elsewhere(tmp_path):
@@ -338,7 +342,7 @@ def test_hela_task_is_real_microscopy_with_objects_elsewhere(tmp_path):
     assert prepare_embedded_task(dict(type='HeLaNucleiDataset', data_root=root)) == root
     ds = HeLaNucleiDataset(data_root=root, pipeline=LOAD)
     assert len(ds) == len(tiles()) - 1 == 15
-    assert ds.get_data_info(0)['references'][0]['img_path'].endswith(REFERENCE + '.png')
+    assert ds.get_data_info(0)['references'].files[0].img_path.endswith(REFERENCE + '.png')
     assert ds.metainfo['classes'] == ('background', 'nucleus')
     ref = np.asarray(load_label_map(osp.join(root, 'masks', REFERENCE + '.png'), 2)) > 0
     for i in range(len(ds)):

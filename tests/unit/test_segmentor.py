@@ -20,6 +20,7 @@ from mmengine.registry import DefaultScope
 from mmseg_medpersam.datasets import OneShotDataError
 from mmseg_medpersam.methods import HeadResult
 from mmseg_medpersam.segmentors import OneShotSAMSegmentor
+from mmseg_medpersam.structures import OneShotReferences, ReferenceFile
 
 
 def _error(capsys) -> str:
@@ -193,9 +194,10 @@ def test_predict_fills_seg_logits_like_mmseg(tiny_sam, folder_task):
     from mmseg_medpersam.datasets import LoadOneShotImage
     meta = dict(img_path=osp.join(folder_task, 'images', 't1.png'), img_shape=img.shape[:2],
                 ori_shape=img.shape[:2], num_classes=2,
-                references=(dict(img_path=osp.join(folder_task, 'images', 'ref.png'),
-                                 seg_map_path=osp.join(folder_task, 'masks', 'ref.png')), ))
-    meta['ref_imgs'], meta['ref_seg_maps'] = LoadOneShotImage().load_references(meta)
+                references=OneShotReferences((ReferenceFile(
+                    osp.join(folder_task, 'images', 'ref.png'),
+                    osp.join(folder_task, 'masks', 'ref.png')), )))
+    meta['references'] = LoadOneShotImage().load_references(meta)
     inputs = torch.from_numpy(img).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         (out, ) = model.predict(inputs, [SegDataSample(metainfo=meta)])
@@ -220,9 +222,9 @@ def test_the_model_reads_no_file(folder_task, tmp_path):
     root = str(tmp_path / 'gone')
     shutil.copytree(folder_task, root)
     meta = dict(img_path=osp.join(root, 'images', 't1.png'), num_classes=2,
-                references=(dict(img_path=osp.join(root, 'images', 'ref.png'),
-                                 seg_map_path=osp.join(root, 'masks', 'ref.png')), ))
-    meta['ref_imgs'], meta['ref_seg_maps'] = LoadOneShotImage().load_references(meta)
+                references=OneShotReferences((ReferenceFile(
+                    osp.join(root, 'images', 'ref.png'), osp.join(root, 'masks', 'ref.png')), )))
+    meta['references'] = LoadOneShotImage().load_references(meta)
     img = cv2.imread(meta['img_path'])[..., ::-1].copy()
     shutil.rmtree(root)
     meta.update(img_shape=img.shape[:2], ori_shape=img.shape[:2])
