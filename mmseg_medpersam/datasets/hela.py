@@ -30,6 +30,7 @@ import numpy as np
 
 from ..structures.errors import OneShotDataError
 from ..utils.atomic import atomic_write_png, atomic_write_text
+from .task_folder import foreign_entries, shown
 
 TASK_FILE = 'HELA_TASK.txt'  # marks a folder this module wrote
 TILE = 256
@@ -104,19 +105,12 @@ def _expected() -> set:
 
 def check_writable(out_dir: str) -> None:
     """Refuse to write the task into a folder holding anything it did not write."""
-    if not osp.isdir(out_dir):
-        return
-    foreign = [e for e in os.listdir(out_dir)
-               if e not in ('images', 'masks', 'NOTICE.txt', TASK_FILE)]
-    for sub in ('images', 'masks'):
-        folder = osp.join(out_dir, sub)
-        if osp.isdir(folder):
-            foreign += [osp.join(sub, f) for f in os.listdir(folder) if f not in _expected()]
+    foreign = foreign_entries(out_dir, ('NOTICE.txt', TASK_FILE),
+                              dict(images=_expected(), masks=_expected()))
     if foreign:
-        shown = ', '.join(sorted(foreign)[:5]) + (' ...' if len(foreign) > 5 else '')
         raise OneShotDataError(
             f'{out_dir}: not writing the embedded HeLa task here: the folder holds other data '
-            f'({shown}). Give the embedded task its own data_root.')
+            f'({shown(foreign)}). Give the embedded task its own data_root.')
 
 
 def is_prepared(data_root: str) -> bool:

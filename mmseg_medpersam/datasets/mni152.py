@@ -30,6 +30,7 @@ import numpy as np
 
 from ..structures.errors import OneShotDataError
 from ..utils.atomic import atomic_write_png, atomic_write_text
+from .task_folder import foreign_entries, shown
 
 MNI152_COPYRIGHT = """\
 The images and masks in this folder are axial slices of the ICBM 2009a Nonlinear Symmetric
@@ -159,24 +160,17 @@ def check_writable(out_dir: str, task: MNI152Task) -> None:
     """Refuse to write the task into a folder that holds anything it did not write."""
     if not osp.isdir(out_dir):
         return
-    expected = _expected_files(task)
-    foreign = [e for e in os.listdir(out_dir)
-               if e not in ('images', 'masks', 'COPYRIGHT.txt', TASK_FILE)]
-    for sub, names in expected.items():
-        folder = osp.join(out_dir, sub)
-        if osp.isdir(folder):
-            foreign += [osp.join(sub, f) for f in os.listdir(folder) if f not in names]
+    foreign = foreign_entries(out_dir, ('COPYRIGHT.txt', TASK_FILE), _expected_files(task))
     marker = osp.join(out_dir, TASK_FILE)
     if osp.isfile(marker):
         with open(marker) as f:
             if f.read().strip() != task.name:
                 foreign.append(TASK_FILE)
     if foreign:
-        shown = ', '.join(sorted(foreign)[:5]) + (' ...' if len(foreign) > 5 else '')
         raise OneShotDataError(
             f'{out_dir}: not writing the embedded MNI152 {task.name} task here: the folder '
-            f'holds other data ({shown}). Give the embedded task its own data_root, or, for '
-            "your own images, use test_dataloader.dataset.type='OneShotFolderDataset'.")
+            f'holds other data ({shown(foreign)}). Give the embedded task its own data_root, '
+            "or, for your own images, use test_dataloader.dataset.type='OneShotFolderDataset'.")
 
 
 def prepare_mni152(out_dir: str, task: str = 'wm', overwrite: bool = False) -> str:
