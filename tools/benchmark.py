@@ -204,7 +204,7 @@ def apply_variant(cfg, variant: Optional[str]) -> bool:
         cfg.model.sam.update(spec['sam'])
     warping = cfg.model.get('head', {}).get('warping') if cfg.model.get('head') else None
     if warping is not None and spec['amp'] is not None:
-        warping['amp'] = spec['amp']
+        warping['network'] = dict(warping.get('network') or {}, amp=spec['amp'])
     return spec['amp'] is not None
 
 

@@ -33,7 +33,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument('--json', default=None, help='also write the results to this file')
     p.add_argument('--cfg', default='{}',
-                   help='JSON dict of WarpingModel kwargs overriding the defaults')
+                   help='JSON dict of WarpingModel settings overriding the defaults, e.g. '
+                   '\'{"schedule": {"convergence": {}}, "network": {"work_long_side": 256}}\'')
     p.add_argument('--seed', type=int, default=0, help='seed of the fit')
     p.add_argument('--threads', type=int, default=None,
                    help='torch CPU threads (default: torch default)')
@@ -44,19 +45,16 @@ def parse_args() -> argparse.Namespace:
 if __name__ == '__main__' and {'-h', '--help'} & set(sys.argv[1:]):
     parse_args()  # prints the help and exits before the heavy imports below
 
-import cv2
 import numpy as np
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmseg_medpersam.compat import ensure_mmcv_ops  # noqa: E402
-
-ensure_mmcv_ops()  # mmseg_medpersam.datasets imports mmseg.datasets (mmcv-lite)
-
+import mmseg_medpersam  # noqa: E402, F401  (registers modules; mmcv-lite compat first)
+from mmseg_medpersam.datasets.images import read_image_file  # noqa: E402
 from mmseg_medpersam.datasets.mni152 import MNI152_TASKS, is_prepared, prepare_mni152, slice_name  # noqa: E402
 from mmseg_medpersam.methods.medpersam.warping import WarpingModel  # noqa: E402
-from mmseg_medpersam.utils.masks import dice
+from mmseg_medpersam.utils.masks import dice  # noqa: E402
 
 
 def load_task(root: str, task: str) -> Dict[int, tuple]:
@@ -65,8 +63,8 @@ def load_task(root: str, task: str) -> Dict[int, tuple]:
         prepare_mni152(root, task)
     data = {}
     for z in MNI152_TASKS[task].slices:
-        img = cv2.imread(osp.join(root, 'images', slice_name(z) + '.png'), cv2.IMREAD_GRAYSCALE)
-        mask = cv2.imread(osp.join(root, 'masks', slice_name(z) + '.png'), cv2.IMREAD_GRAYSCALE)
+        img = read_image_file(osp.join(root, 'images', slice_name(z) + '.png'))
+        mask = read_image_file(osp.join(root, 'masks', slice_name(z) + '.png'))
         data[z] = (img, mask > 0)
     return data
 
@@ -108,8 +106,8 @@ def main() -> None:
             row['tvl1'] = dice(tvl1_warp(ref_img, ref_mask, data[z][0]), data[z][1])
         tvl1_seconds = time.perf_counter() - t0
 
-    cfg = dict(seed=args.seed)
-    cfg.update(json.loads(args.cfg))
+    cfg = json.loads(args.cfg)
+    cfg['schedule'] = dict(dict(seed=args.seed), **cfg.get('schedule', {}))
     model = WarpingModel(**cfg).to(device)
     info = model.fit(ref_img, ref_mask, targets, iters=args.iters)
     if device.type == 'cuda':

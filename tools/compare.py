@@ -26,12 +26,10 @@ from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-#: Rows that are references for the methods, not methods.
-REFERENCE_METHODS = ('Warp only', 'Oracle: GT box (upper reference)')
-
-
-def is_reference(label: str) -> bool:
-    return label.startswith(REFERENCE_METHODS)
+def is_reference(report: dict) -> bool:
+    """Whether the run is a reference for the methods (warp only, the oracle), as the model
+    said in its report."""
+    return bool(report.get('run', {}).get('reference_row'))
 
 
 def table_row(report: dict, path: str) -> str:
@@ -61,7 +59,7 @@ def method_label(report: dict, path: str, seen: Dict[str, int]) -> str:
     return method
 
 
-def choose_targets(reports: List[dict], labels: List[str], how: str, count: int) -> List[str]:
+def choose_targets(reports: List[dict], how: str, count: int) -> List[str]:
     """Target names: the worst or best by mean Dice over the methods, or the named ones."""
     names = [e['name'] for e in reports[0]['per_image']]
     if how not in ('worst', 'best'):
@@ -71,7 +69,7 @@ def choose_targets(reports: List[dict], labels: List[str], how: str, count: int)
             raise SystemExit(f'--targets: {", ".join(missing)} not among the targets '
                              f'({", ".join(names[:8])}{" ..." if len(names) > 8 else ""})')
         return wanted
-    methods = [r for r, lab in zip(reports, labels) if not is_reference(lab)] or reports
+    methods = [r for r in reports if not is_reference(r)] or reports
     scores = {}
     for name in names:
         values = [e['dice'] for r in methods for e in r['per_image']
@@ -112,7 +110,7 @@ def draw_grid(path: str, reports: List[dict], labels: List[str], how: str, count
     if not config:
         raise SystemExit('--figure needs the task: give at least one config, or a metrics '
                          'JSON that names its config')
-    targets = choose_targets(reports, labels, how, count)
+    targets = choose_targets(reports, how, count)
     images, gts = load_targets(config, targets, options)
     if not images:
         raise SystemExit(f'--figure: the targets {targets} are not in the dataset of {config}')
@@ -194,7 +192,7 @@ def compare(args: argparse.Namespace) -> int:
         from mmseg_medpersam.visualization import dice_plot
         per_image = {lab: [e['dice'] for e in r['per_image']] for r, lab in zip(reports, labels)}
         dice_plot(args.plot, labels, per_image,
-                  references=[lab for lab in labels if is_reference(lab)])
+                  references=[lab for r, lab in zip(reports, labels) if is_reference(r)])
         print(f'per-image Dice plot written to {args.plot}', file=sys.stderr)
     return 1 if failed else 0
 

@@ -1,3 +1,3 @@
 _base_ = ['./medpersam_minisam_mni152-wm.py']
 # Ablation: no supervised augmentation loss L_aug (warping fitted by L_warp alone).
-model = dict(head=dict(warping=dict(loss_weights=dict(aug=0.0))))
+model = dict(head=dict(warping=dict(losses=dict(weights=dict(aug=0.0)))))

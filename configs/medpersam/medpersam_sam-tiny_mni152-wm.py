@@ -7,4 +7,5 @@ _base_ = [
     '../_base_/datasets/mni152_wm.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(sam={{_base_.sam}}, head=dict(warping=dict(iters=400, retrain_iters=100)))
+model = dict(sam={{_base_.sam}},
+             head=dict(warping=dict(schedule=dict(iters=400, retrain_iters=100))))

@@ -24,6 +24,7 @@ from ..segmentors.mmseg_api import array_name
 from ..segmentors.one_shot_sam import OneShotSAMSegmentor, ReferenceSet
 from ..segmentors.propagation import DEFAULT_MAX_AREA_CHANGE, propagate_targets
 from ..structures.errors import EXIT_CODES, OneShotDataError, exit_code
+from ..structures.prompt_record import PromptRecord
 from ..structures.references import REFERENCES_KEY, OneShotReferences, ReferenceFile
 from ..utils.cli import (
     EXIT_INTERRUPTED,
@@ -154,7 +155,7 @@ class Prediction:
 
     labels: np.ndarray
     results: Dict[int, HeadResult]
-    prompts: Dict[int, dict]
+    prompts: Dict[int, PromptRecord]
     status: str = 'segmented'  # a propagation's: also 'stopped' or 'not reached'
 
 

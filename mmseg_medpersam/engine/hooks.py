@@ -11,11 +11,13 @@ from mmseg.engine.hooks import SegVisualizationHook
 from mmseg.registry import HOOKS
 
 from ..structures.labels import IGNORE_INDEX
+from ..structures.prompt_record import PromptRecord
 from ..structures.references import OneShotReferences
-from ..utils.atomic import atomic_write_png, check_writable_dir
+from ..utils.atomic import check_writable_dir
 from ..utils.masks import mean_foreground_dice
 from ..utils.naming import prediction_name
 from ..utils.padding import crop_padding
+from ..utils.prediction_png import write_prediction_png
 
 
 class _OutputDirHook(Hook):
@@ -41,9 +43,7 @@ class SaveMasksHook(_OutputDirHook):
     def after_test_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
                         outputs: Optional[Sequence] = None) -> None:
         for sample in outputs or []:
-            labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-            atomic_write_png(osp.join(self.out_dir, prediction_name(sample.metainfo) + '.png'),
-                             labels)
+            write_prediction_png(self.out_dir, sample)
 
 
 @HOOKS.register_module()
@@ -77,7 +77,7 @@ class PanelVisualizationHook(_OutputDirHook):
             meta = sample.metainfo
             ref = refs.files[0] if refs else None
             target_panel(osp.join(self.out_dir, name + '.png'), img, pred, gt,
-                         meta.get('prompts'), reference, title,
+                         PromptRecord.of(meta), reference, title,
                          slice_letters(meta['img_path'], meta.get('slice_index'),
                                        meta.get('axis')),
                          slice_letters(ref.img_path, ref.slice_index, meta.get('axis'))

@@ -280,6 +280,7 @@ class OneShotTestLoop(TestLoop):
         if self.out_file and get_rank() == 0:
             run = dict(config=getattr(self.runner.cfg, 'filename', None),
                        method=getattr(self.model, 'method_name', type(self.model).__name__),
+                       reference_row=bool(getattr(self.model, 'reference_row', False)),
                        device=device_name(self.model),
                        processes=get_world_size(),
                        masks_dir=next((h.out_dir for h in self.runner.hooks

@@ -12,15 +12,12 @@ the console or in the report.
 """
 from __future__ import annotations
 
-import os.path as osp
 from typing import Optional, Sequence, Union
 
-import numpy as np
 from mmengine.evaluator import Evaluator
 from mmengine.registry import EVALUATOR
 
-from ..utils.atomic import atomic_write_png
-from ..utils.naming import prediction_name
+from ..utils.prediction_png import write_prediction_png
 
 
 @EVALUATOR.register_module()
@@ -45,9 +42,7 @@ class OneShotEvaluator(Evaluator):
     def process(self, data_samples: Sequence, data_batch=None) -> None:
         if self.output_dir:
             for sample in data_samples:
-                labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-                atomic_write_png(osp.join(self.output_dir,
-                                          prediction_name(sample.metainfo) + '.png'), labels)
+                write_prediction_png(self.output_dir, sample)
         super().process(data_samples, data_batch)
 
 

@@ -21,6 +21,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmseg.registry import METRICS
 
+from ..structures.prompt_record import PromptRecord
 from ..utils.masks import dice, mask_bbox
 
 FIGURES = ('pos_precision', 'neg_precision', 'pos_spread', 'box_iou', 'mask_dice')
@@ -35,12 +36,11 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / (area(a) + area(b) - inter))
 
 
-def prompt_figures(record: dict, gt: np.ndarray) -> Dict[str, Optional[float]]:
+def prompt_figures(record: PromptRecord, gt: np.ndarray) -> Dict[str, Optional[float]]:
     """The module's figures for one class's prompt record against its (H, W) bool truth."""
     out: Dict[str, Optional[float]] = dict.fromkeys(FIGURES)
     h, w = gt.shape
-    coords = record.get('point_coords')
-    labels = record.get('point_labels')
+    coords, labels = record.point_coords, record.point_labels
     if coords is not None and labels is not None:
         coords = np.asarray(coords, float).reshape(-1, 2)
         labels = np.asarray(labels).reshape(-1)
@@ -57,11 +57,11 @@ def prompt_figures(record: dict, gt: np.ndarray) -> Dict[str, Optional[float]]:
                 out['pos_spread'] = float(d.min(axis=1).mean() / np.sqrt(gt.sum()))
         if neg.any():
             out['neg_precision'] = float((~inside[neg]).mean())
-    boxes = record.get('boxes')
+    boxes = record.boxes
     gt_box = mask_bbox(gt)
     if boxes is not None and gt_box is not None:
         out['box_iou'] = _box_iou(np.asarray(boxes, float).reshape(-1, 4)[0], gt_box.numpy())
-    mask = record.get('mask')
+    mask = record.mask
     if mask is not None:
         score = dice(np.asarray(mask, bool), gt)
         out['mask_dice'] = None if np.isnan(score) else score
@@ -77,7 +77,7 @@ class PromptQualityMetric(BaseMetric):
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
             gt = sample['gt_sem_seg']['data'][0].cpu().numpy()
-            for c, record in (sample.get('prompts') or {}).items():
+            for c, record in PromptRecord.of(sample).items():
                 self.results.append(prompt_figures(record, gt == int(c)))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:

@@ -115,10 +115,13 @@ class BaseOneShotHead(nn.Module, metaclass=ABCMeta):
         transductive: ``fit`` needs the unlabeled targets (the segmentor then fits once on all
             of them before predicting any).
         method_name: how tables name the method.
+        reference_row: a reference for the methods (an ablation such as the warp alone), not
+            a method: comparison tables and plots mark it and rank targets without it.
     """
 
     transductive = False
     method_name = 'one-shot head'
+    reference_row = False
 
     def fit(self, sam: Optional[SAMBackend], references: Sequence[ReferenceClasses],
             targets: Sequence[TargetImage] = (), init: Optional[FitState] = None

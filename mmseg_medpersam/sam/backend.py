@@ -302,6 +302,12 @@ class SAMBackend(nn.Module):
         return entry_key(material), material
 
     # ------------------------------------------------------------------ encode
+    @property
+    def encode_batch(self) -> int:
+        """Images per encoder call: ``encode_batch_size``, else 8 on a GPU and 1 on a CPU
+        (the one rule; callers that show progress chunk their images by it)."""
+        return self.encode_batch_size or (8 if self.device.type == 'cuda' else 1)
+
     @torch.no_grad()
     def encode_many(self, images: Sequence[Tensor], keys: Optional[Sequence[str]] = None,
                     batch_size: Optional[int] = None) -> List[ImageEmbedding]:
@@ -317,9 +323,7 @@ class SAMBackend(nn.Module):
             raise ValueError(f'{len(keys)} keys for {len(images)} images')
         out: List[Optional[ImageEmbedding]] = [self.cache.get(k) for k in keys]
         todo = [i for i, emb in enumerate(out) if emb is None]
-        if batch_size is None:
-            batch_size = self.encode_batch_size or (8 if self.device.type == 'cuda' else 1)
-        step = max(1, int(batch_size))
+        step = max(1, int(batch_size if batch_size is not None else self.encode_batch))
         store, identity = self.embedding_store, None
         if store is not None and todo:
             try:

@@ -24,6 +24,7 @@ from ..methods.base import (
 )
 from ..prompts.context import PromptContext, ReferenceContext
 from ..structures.errors import OneShotDataError
+from ..structures.prompt_record import PROMPTS_KEY, PromptRecord
 from ..structures.references import REFERENCES_KEY, OneShotReferences
 from ..utils.masks import merge_class_logits
 from ..utils.naming import reference_cache_key, references_key, sample_key
@@ -97,6 +98,11 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
     def method_name(self) -> str:
         """The method this segmentor runs, as tables name it (from its head)."""
         return self.head.method_name
+
+    @property
+    def reference_row(self) -> bool:
+        """Whether its head is a reference for the methods rather than a method."""
+        return bool(self.head.reference_row)
 
     @property
     def transductive(self) -> bool:
@@ -285,7 +291,7 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
         sample.set_data({'pred_sem_seg': PixelData(data=labels[None]),
                          'seg_logits': PixelData(data=self.class_logits(results, size, num))})
         sample.set_field({c: self.prompt_record(r) for c, r in results.items()},
-                         'prompts', field_type='metainfo')
+                         PROMPTS_KEY, field_type='metainfo')
         sample.set_field(seconds, 'predict_seconds', field_type='metainfo')
         refinement = {c: r.refinement.summary() for c, r in results.items()
                       if r.refinement is not None}
@@ -297,20 +303,21 @@ class OneShotSAMSegmentor(OneShotSegmentorBase):
         return int(self.num_classes or metainfo.get('num_classes') or 2)
 
     @staticmethod
-    def prompt_record(result: HeadResult) -> dict:
-        """What is stored with a prediction: the prompts (numpy), the prompt mask, the info."""
-        record = result.prompts.to_numpy() if result.prompts is not None else {}
+    def prompt_record(result: HeadResult) -> PromptRecord:
+        """What is stored with a prediction: the prompts, the prompt mask, SAM's mask after
+        each refinement step and the method's info, as numpy."""
+        record = PromptRecord(**(result.prompts.to_numpy() if result.prompts is not None
+                                 else {}))
         if result.prompt_mask is not None:
-            record['mask'] = result.prompt_mask.detach().cpu().numpy().astype(bool)
-        if result.refinement is not None:  # SAM's mask after each step, for the panels
-            record['step_masks'] = [m.detach().cpu().numpy() for m in
-                                    result.refinement.step_masks]
+            record.mask = result.prompt_mask.detach().cpu().numpy().astype(bool)
+        if result.refinement is not None:
+            record.step_masks = [m.detach().cpu().numpy() for m in result.refinement.step_masks]
         for key, value in result.info.items():
             if isinstance(value, (list, tuple)) and value and isinstance(value[0], Tensor):
                 value = [v.detach().cpu().numpy() for v in value]
             elif isinstance(value, Tensor):
                 value = value.detach().cpu().numpy()
-            record[key] = value
+            record.info[key] = value
         return record
 
 

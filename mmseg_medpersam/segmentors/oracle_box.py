@@ -16,6 +16,7 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from ..prompts.structures import Prompts, decode_union
+from ..structures.prompt_record import PROMPTS_KEY, PromptRecord
 from ..utils.masks import component_boxes, dice, mask_bbox, merge_class_logits
 from ..utils.padding import crop_padding, image_size
 from .base import OneShotSegmentorBase
@@ -44,6 +45,7 @@ class OracleBoxSegmentor(OneShotSegmentorBase):
     method_name = 'Oracle: GT box (upper reference)'
     #: The one segmentor given the targets' labels: a reference for tables, not a method.
     reads_target_labels = True
+    reference_row = True
 
     def __init__(self, sam: dict, multimask_output: bool = True, boxes: str = 'best',
                  min_component_fraction: float = 0.05, max_components: int = 8,
@@ -88,12 +90,12 @@ class OracleBoxSegmentor(OneShotSegmentorBase):
             for c in classes:
                 class_logits, boxes, iou = self._segment(emb, gt == c)
                 logits.append(class_logits)
-                records[c] = dict(boxes=boxes.cpu().numpy(),
-                                  iou_prediction=float(iou.mean()))
+                records[c] = PromptRecord(boxes=boxes.cpu().numpy(),
+                                          info=dict(iou_prediction=float(iou.mean())))
             labels = (merge_class_logits(classes, torch.stack(logits)) if logits
                       else torch.zeros((h, w), dtype=torch.long))
             sample.set_data({'pred_sem_seg': PixelData(data=labels[None])})
-            sample.set_field(records, 'prompts', field_type='metainfo')
+            sample.set_field(records, PROMPTS_KEY, field_type='metainfo')
             sample.set_field(time.perf_counter() - start, 'predict_seconds',
                              field_type='metainfo')
         return data_samples

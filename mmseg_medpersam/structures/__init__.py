@@ -1,6 +1,6 @@
 """Types that cross the plugin's layers: every error type (``errors``), a sample's labelled
-references (``references``), label values with a meaning (``labels``). Nothing here imports
-another layer of the package."""
+references (``references``), the prompts stored with a prediction (``prompt_record``), label
+values with a meaning (``labels``). Nothing here imports another layer of the package."""
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -9,8 +9,9 @@ from .errors import (
     ReportNotWritten,
     WriteError,
 )
+from .prompt_record import PROMPTS_KEY, PromptRecord
 from .references import REFERENCES_KEY, OneShotReferences, ReferenceFile
 
 __all__ = ['CheckpointError', 'ConfigError', 'OneShotDataError', 'OneShotTargetsFailed',
            'ReportNotWritten', 'WriteError', 'REFERENCES_KEY', 'OneShotReferences',
-           'ReferenceFile']
+           'ReferenceFile', 'PROMPTS_KEY', 'PromptRecord']

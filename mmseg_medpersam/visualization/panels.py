@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from ..structures.prompt_record import PromptRecord
 from ..utils.atomic import atomic_write_bytes
 
 CLASS_COLOURS = ('#ff8c00', '#ff00ff', '#7fff00', '#ffd700', '#1e90ff', '#ff6f91')
@@ -62,11 +63,10 @@ def draw_label_contours(ax, labels: np.ndarray, style: str = 'solid',
     return classes
 
 
-def draw_prompts(ax, record: dict) -> Tuple[bool, bool, bool]:
+def draw_prompts(ax, record: PromptRecord) -> Tuple[bool, bool, bool]:
     """Points and box of a prompt record; returns which kinds were drawn."""
     pos = neg = box = False
-    coords = record.get('point_coords')
-    labels = record.get('point_labels')
+    coords, labels = record.point_coords, record.point_labels
     if coords is not None and labels is not None:
         coords = np.asarray(coords, float).reshape(-1, 2)
         labels = np.asarray(labels).reshape(-1)
@@ -76,7 +76,7 @@ def draw_prompts(ax, record: dict) -> Tuple[bool, bool, bool]:
                 ax.scatter(coords[sel, 0], coords[sel, 1], marker=marker, s=90, c=colour,
                            linewidths=2, zorder=5)
         pos, neg = bool((labels == 1).any()), bool((labels == 0).any())
-    boxes = record.get('boxes')
+    boxes = record.boxes
     if boxes is not None and np.asarray(boxes).size >= 4:
         x0, y0, x1, y1 = np.asarray(boxes, float).reshape(-1, 4)[0]
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=BOX_COLOUR,
@@ -128,7 +128,7 @@ def _legend(fig, handles: List[Line2D]) -> None:
 
 def target_panel(path: str, image: np.ndarray, pred: np.ndarray,
                  gt: Optional[np.ndarray] = None,
-                 prompts: Optional[Dict[int, dict]] = None,
+                 prompts: Optional[Dict[int, PromptRecord]] = None,
                  reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
                  title: str = '', letters: Optional[Sequence[str]] = None,
                  reference_letters: Optional[Sequence[str]] = None) -> str:
@@ -140,7 +140,7 @@ def target_panel(path: str, image: np.ndarray, pred: np.ndarray,
 
 
 def render_panel(image: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] = None,
-                 prompts: Optional[Dict[int, dict]] = None,
+                 prompts: Optional[Dict[int, PromptRecord]] = None,
                  reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
                  title: str = '', letters: Optional[Sequence[str]] = None,
                  reference_letters: Optional[Sequence[str]] = None):
@@ -151,15 +151,15 @@ def render_panel(image: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] =
     Args:
         image: (H, W) or (H, W, 3) uint8 target; pred: (H, W) label map.
         gt: (H, W) label map of the ground truth, if known.
-        prompts: per class, the prompt record stored with the prediction (points, labels,
-            boxes, 'mask': the warped prior, 'step_masks': SAM's mask after each step).
+        prompts: per class, the prompt record stored with the prediction (points, boxes,
+            the mask they came from, SAM's mask after each refinement step).
         reference: (image, label map) of the labelled reference.
         title: method, target and Dice, shown on top.
         letters, reference_letters: the patient directions at the (left, right, top,
             bottom) edges of a volume slice (``datasets.volume``), written on them.
     """
     prompts = prompts or {}
-    steps = max((len(r.get('step_masks') or []) for r in prompts.values()), default=0)
+    steps = max((len(r.step_masks) for r in prompts.values()), default=0)
     cols = 1 + (reference is not None) + steps
     fig, axes = _figure(cols, 1, np.asarray(image).shape, extra_height=1.1)
     axes = list(axes[0])
@@ -182,8 +182,8 @@ def render_panel(image: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] =
     kinds = [False, False, False]
     prior_drawn = False
     for c, record in prompts.items():
-        if record.get('mask') is not None:
-            draw_contour(ax, record['mask'], PRIOR_COLOUR, 'dotted')
+        if record.mask is not None:
+            draw_contour(ax, record.mask, PRIOR_COLOUR, 'dotted')
             prior_drawn = True
         kinds = [a or b for a, b in zip(kinds, draw_prompts(ax, record))]
     if prior_drawn:
@@ -198,11 +198,10 @@ def render_panel(image: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] =
     for i, ax in enumerate(axes):  # SAM's mask after each refinement step
         ax.imshow(_gray(image), cmap='gray', interpolation='nearest')
         for c, record in prompts.items():
-            masks = record.get('step_masks') or []
-            if i < len(masks):
-                draw_contour(ax, np.asarray(masks[i]), class_colour(c))
-            if record.get('mask') is not None:
-                draw_contour(ax, record['mask'], PRIOR_COLOUR, 'dotted')
+            if i < len(record.step_masks):
+                draw_contour(ax, np.asarray(record.step_masks[i]), class_colour(c))
+            if record.mask is not None:
+                draw_contour(ax, record.mask, PRIOR_COLOUR, 'dotted')
         ax.set_title(f'SAM step {i + 1}', fontsize=9)
         draw_orientation(ax, letters)
     fig.suptitle(title, fontsize=10)

@@ -1,4 +1,5 @@
 """tools/compare.py tables configs it runs and metrics JSONs it reads."""
+import glob
 import json
 
 from conftest import TINY_CONFIG, folder_options, load_tool, make_folder_task
@@ -42,7 +43,8 @@ def test_compare_draws_a_grid_and_a_dice_plot(tmp_path, capsys):
     options = [f'{k}={v}' for k, v in folder_options(root).items()]
     warp_only = tmp_path / 'warp-only_fast.py'  # the warp-only config, fitted briefly
     warp_only.write_text(f"_base_ = ['{REPO_ROOT}/configs/medpersam/warp-only_mni152-wm.py']\n"
-                         "model = dict(head=dict(warping=dict(iters=30, work_long_side=64)))\n")
+                         'model = dict(head=dict(warping=dict(\n'
+                         '    schedule=dict(iters=30), network=dict(work_long_side=64))))\n')
     grid, plot = tmp_path / 'grid.png', tmp_path / 'dice.png'
     code = load_tool('compare').main([
         TINY_CONFIG, str(warp_only), '--work-dir', str(tmp_path / 'work'), '--figure', str(grid),
@@ -54,17 +56,25 @@ def test_compare_draws_a_grid_and_a_dice_plot(tmp_path, capsys):
     assert cv2.imread(str(plot)) is not None
     rows = capsys.readouterr().out.strip().splitlines()[2:]
     assert [r.split(' | ')[0] for r in rows] == ['| PerSAM', '| Warp only']
+    reports = {json.load(open(p))['run']['method']: json.load(open(p))['run']
+               for p in glob.glob(str(tmp_path / 'work' / '**' / 'metrics.json'), recursive=True)}
+    assert reports['Warp only']['reference_row'] and not reports['PerSAM']['reference_row']
 
 
 def test_named_targets_must_exist(tmp_path):
     compare = load_tool('compare')
     reports = [{'per_image': [{'name': 't1', 'dice': 0.5}, {'name': 't2', 'dice': 0.9}]}]
-    assert compare.choose_targets(reports, ['A'], 'worst', 1) == ['t1']
-    assert compare.choose_targets(reports, ['A'], 'best', 1) == ['t2']
-    assert compare.choose_targets(reports, ['A'], 't2,t1', 1) == ['t2', 't1']
+    assert compare.choose_targets(reports, 'worst', 1) == ['t1']
+    assert compare.choose_targets(reports, 'best', 1) == ['t2']
+    assert compare.choose_targets(reports, 't2,t1', 1) == ['t2', 't1']
+    # A run the model called a reference (warp only, the oracle) does not rank the targets,
+    # whatever its name; the rest do.
+    warp = {'run': {'method': 'Med-PerSAM', 'reference_row': True},
+            'per_image': [{'name': 't1', 'dice': 1.0}, {'name': 't2', 'dice': 0.0}]}
+    assert compare.choose_targets(reports + [warp], 'worst', 1) == ['t1']
     import pytest
     with pytest.raises(SystemExit, match='t9 not among the targets'):
-        compare.choose_targets(reports, ['A'], 't9', 1)
+        compare.choose_targets(reports, 't9', 1)
 
 
 def test_compare_refuses_a_damaged_or_foreign_json_in_one_line(tmp_path, capsys):

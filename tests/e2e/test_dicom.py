@@ -10,7 +10,7 @@ from conftest import CT_COLS, CT_ROWS, REPO_ROOT, ct_ras_affine, load_tool, writ
 pydicom = pytest.importorskip('pydicom')
 
 WARP_ONLY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-FAST = ['model.head.warping.iters=10', 'model.head.warping.work_long_side=64']
+FAST = ['model.head.warping.schedule.iters=10', 'model.head.warping.network.work_long_side=64']
 ROWS, COLS, SLICES = CT_ROWS, CT_COLS, 5
 
 

@@ -39,7 +39,7 @@ def test_custom_prompt_module_through_custom_imports(tmp_path, run_tool, monkeyp
                               allow_failed_imports=False)
         model = dict(head=dict(
             num_iters=1, retrain_rounds=0, min_sam_agreement=0.0,
-            warping=dict(iters=20),
+            warping=dict(schedule=dict(iters=20)),
             prompt_generators=[dict(type='MaskPrompt'), dict(type='CentroidPointPrompt')]))
         test_evaluator = [dict(type='PerImageDiceMetric'), dict(type='PromptQualityMetric')]
     '''))

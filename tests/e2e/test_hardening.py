@@ -13,8 +13,9 @@ from mmseg_medpersam.datasets.loading import load_image
 from mmseg_medpersam.structures.errors import OneShotDataError
 
 MEDPERSAM_TINY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'medpersam_sam-tiny_mni152-wm.py')
-FAST_WARP = {'model.head.warping.iters': 20, 'model.head.warping.retrain_iters': 10,
-             'model.head.warping.work_long_side': 64}
+FAST_WARP = {'model.head.warping.schedule.iters': 20,
+             'model.head.warping.schedule.retrain_iters': 10,
+             'model.head.warping.network.work_long_side': 64}
 
 
 # --------------------------------------------------------------------------- targets
@@ -148,11 +149,11 @@ def test_medpersam_retraining_through_the_test_loop_is_reported(tmp_path, run_to
 
 def test_warping_fit_logs_progress(monkeypatch):
     from mmseg_medpersam.methods.medpersam.warping import WarpingModel
-    from mmseg_medpersam.methods.medpersam.warping import warping_model as module
+    from mmseg_medpersam.methods.medpersam.warping import fitter as module
     logged = []
     monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logged.append(msg))
-    WarpingModel(iters=20, work_size=(32, 32)).fit(torch.rand(32, 32), torch.rand(32, 32) > 0.5,
-                                                  [torch.rand(32, 32)])
+    model = WarpingModel(schedule=dict(iters=20), network=dict(work_size=(32, 32)))
+    model.fit(torch.rand(32, 32) * 255, torch.rand(32, 32) > 0.5, [torch.rand(32, 32) * 255])
     lines = [m for m in logged if 'warping fit' in m]
     assert len(lines) == 10 and lines[-1].startswith('warping fit 20/20: loss ')
 

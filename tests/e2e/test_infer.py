@@ -50,7 +50,7 @@ def test_inferencer_api_fits_once_and_predicts_each_target(folder_task):
     from mmseg_medpersam.apis import OneShotInferencer
     config = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
     inferencer = OneShotInferencer(config, device='cpu', cfg_options={
-        'model.head.warping.iters': 20, 'model.head.warping.work_long_side': 64})
+        'model.head.warping.schedule.iters': 20, 'model.head.warping.network.work_long_side': 64})
     inferencer.set_reference(osp.join(folder_task, 'images', 'ref.png'),
                              osp.join(folder_task, 'masks', 'ref.png'))
     targets = [inferencer.load(osp.join(folder_task, 'images', f'{s}.png')) for s in ('t1', 't2')]

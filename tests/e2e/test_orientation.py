@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT, load_tool
 
 WARP_ONLY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-FAST = ['model.head.warping.iters=10', 'model.head.warping.work_long_side=64']
+FAST = ['model.head.warping.schedule.iters=10', 'model.head.warping.network.work_long_side=64']
 
 
 def _volumes(tmp_path):

@@ -15,7 +15,7 @@ from conftest import REPO_ROOT, TINY_CONFIG, folder_options, load_tool, make_fol
 from mmseg_medpersam.utils import atomic
 
 WARP_ONLY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-FAST = {'model.head.warping.iters': 10, 'model.head.warping.work_long_side': 64}
+FAST = {'model.head.warping.schedule.iters': 10, 'model.head.warping.network.work_long_side': 64}
 
 
 def _full_disk_for(monkeypatch, name):
@@ -101,7 +101,7 @@ def test_a_bad_warping_setting_stops_before_any_image(tmp_path):
     """Exit 4, one line, before any image is loaded (the warping model is built with the head)."""
     proc = subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', 'test.py'), WARP_ONLY,
                            '--work-dir', str(tmp_path / 'w'), '--cfg-options',
-                           'model.head.warping.iters=-1'], capture_output=True, text=True,
+                           'model.head.warping.schedule.iters=-1'], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 4
     errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
@@ -110,9 +110,10 @@ def test_a_bad_warping_setting_stops_before_any_image(tmp_path):
 
 
 @pytest.mark.parametrize('option, message', [
-    ('model.head.warping.optimizer.lr=fast', "optimizer {'type': 'Adam', 'lr': 'fast'}"),
-    ('model.head.warping.itres=5', "unexpected keyword argument 'itres'"),
-    ('model.head.warping.iters=abc', "iters must be an integer >= 0, got 'abc'"),
+    ('model.head.warping.schedule.optimizer.lr=fast', "optimizer {'type': 'Adam', 'lr': 'fast'}"),
+    ('model.head.warping.itres=5', "WarpingModel: unknown setting 'itres'"),
+    ('model.head.warping.schedule.itres=5', "WarpingModel: unknown schedule settings ['itres']"),
+    ('model.head.warping.schedule.iters=abc', "iters must be an integer >= 0, got 'abc'"),
 ])
 def test_warping_settings_are_checked_when_built(tmp_path, folder_task, run_tool, capsys,
                                                  option, message):

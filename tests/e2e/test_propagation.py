@@ -12,8 +12,8 @@ from mmseg_medpersam.segmentors.propagation import area_change, propagate, propa
 from mmseg_medpersam.structures.errors import OneShotDataError
 
 WARP_ONLY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-FAST = ['model.head.warping.iters=10', 'model.head.warping.warm_start_iters=5',
-        'model.head.warping.work_long_side=64']
+FAST = ['model.head.warping.schedule.iters=10', 'model.head.warping.schedule.warm_start_iters=5',
+        'model.head.warping.network.work_long_side=64']
 
 
 def test_plan_takes_each_slice_from_its_neighbour_towards_the_nearest_labelled_slice():
@@ -191,8 +191,9 @@ def test_med_persam_warm_starts_from_the_neighbours_fit():
 
     image, mask = pair(0)
     view = [{1: ReferenceContext(image, mask, None, key='r', label_map=mask.long())}]
-    head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', iters=12,
-                                                     warm_start_iters=4, work_size=(32, 32)))
+    head = MedPerSAMHead(use_sam=False, warping=dict(
+        type='WarpingModel', schedule=dict(iters=12, warm_start_iters=4),
+        network=dict(work_size=(32, 32))))
     first = head.fit(None, view, [TargetImage(pair(1)[0], 't1')])
     before = [p.clone() for p in first.warper.parameters()]
     second = head.fit(None, view, [TargetImage(pair(2)[0], 't2')], init=first)

@@ -199,8 +199,8 @@ def test_med_persam_fuses_the_warps_of_every_reference():
         views.append({1: ReferenceContext(image, m, None, key=f'r{i}', label_map=m.long())})
     target_mask = _ellipse(h, w, 20, 24, 9, 11)
     target = TargetImage((target_mask.float() * 150 + 40).expand(3, h, w).clone(), 't')
-    head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', iters=10,
-                                                     work_size=(32, 32)))
+    head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', schedule=dict(iters=10),
+                                                     network=dict(work_size=(32, 32))))
     state = head.fit(None, views, [target])
     assert state.log['references'] == 2
     prior = state.priors['t'][1]
@@ -220,7 +220,8 @@ def test_test_py_runs_with_two_references(run_tool, tmp_path, config):
     from conftest import REPO_ROOT, folder_options
     root = make_folder_task(str(tmp_path / 'task'), stems=('ref', 'r2', 't1', 't2', 't3'))
     options = folder_options(root, reference="['ref','r2']")
-    options.update({'model.head.warping.iters': 10, 'model.head.warping.work_long_side': 64}
+    options.update({'model.head.warping.schedule.iters': 10,
+                    'model.head.warping.network.work_long_side': 64}
                    if 'warp' in config else {'model.head.iters': 20})
     code, out = run_tool(osp.join(REPO_ROOT, 'configs', config), options)
     assert code == 0

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO_ROOT, folder_options
 
 CONFIGS = osp.join(REPO_ROOT, 'configs')
-FAST_WARP = {'model.head.warping.iters': 150, 'model.head.retrain_rounds': 0}
+FAST_WARP = {'model.head.warping.schedule.iters': 150, 'model.head.retrain_rounds': 0}
 
 
 @pytest.fixture(scope='module')

@@ -95,7 +95,8 @@ def test_calibration_uses_sam_only_where_it_finds_the_truth(wrong):
     sam = ThresholdSAM(wrong)
     ref = ReferenceContext(image=image, mask=mask, embedding=sam.encode(image), key='ref',
                            label_map=mask.long())
-    head = MedPerSAMHead(warping=dict(type='WarpingModel', iters=2, work_size=(48, 48)),
+    head = MedPerSAMHead(warping=dict(type='WarpingModel', schedule=dict(iters=2),
+                                      network=dict(work_size=(48, 48))),
                          retrain_rounds=0, calibration=dict(cases=4))
     from mmseg_medpersam.methods.base import TargetImage
     state = head.fit(sam, [{1: ref}], [TargetImage(image.clone(), 't')])

@@ -229,8 +229,8 @@ def test_medpersam_fit_on_one_target(tiny_sam):
     tgt_img = torch.where(tgt_mask, 200.0, 30.0).expand(3, h, w).clone()
     ctx = ctx_for(ref_mask, image=ref_img, sam=tiny_sam)
     ctx.image, ctx.target = tgt_img, tiny_sam.encode(tgt_img)
-    head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', iters=150,
-                                                     work_size=(64, 64)))
+    head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', schedule=dict(iters=150),
+                                                     network=dict(work_size=(64, 64))))
     state = head.fit(None, [{1: ctx.reference}], [TargetImage(tgt_img, ctx.target_key)])
     assert bool(state.warper.fitted) and state.covers(ctx.target_key)
     assert not state.covers('another target')
@@ -264,8 +264,8 @@ def test_retraining_uses_only_pseudo_labels_that_agree_with_the_warp():
     ref_mask = ellipse(h, w, 24, 24, 10, 12)
     image = torch.where(ref_mask, 200.0, 30.0).expand(3, h, w).clone()
     ctx = ctx_for(ref_mask, image=image)
-    head = MedPerSAMHead(warping=dict(type='WarpingModel', iters=5, retrain_iters=3,
-                                      work_size=(48, 48)), pseudo_min_dice=0.7)
+    head = MedPerSAMHead(warping=dict(type='WarpingModel', schedule=dict(iters=5, retrain_iters=3),
+                                      network=dict(work_size=(48, 48))), pseudo_min_dice=0.7)
     targets = [TargetImage(image.clone(), 'a'), TargetImage(image.clone(), 'b')]
     state = head.fit(None, [{1: ctx.reference}], targets)  # no SAM: no rounds
     assert state.log['rounds'] == [] and state.results == {}
@@ -291,8 +291,8 @@ def test_fit_skips_a_round_without_pseudo_labels_and_predicts_no_target_twice(ti
     ref_mask = ellipse(h, w, 24, 24, 10, 12)
     image = torch.where(ref_mask, 200.0, 30.0).expand(3, h, w).clone()
     ctx = ctx_for(ref_mask, image=image, sam=tiny_sam)
-    head = MedPerSAMHead(warping=dict(type='WarpingModel', iters=5, retrain_iters=3,
-                                      work_size=(48, 48)), retrain_rounds=2,
+    head = MedPerSAMHead(warping=dict(type='WarpingModel', schedule=dict(iters=5, retrain_iters=3),
+                                      network=dict(work_size=(48, 48))), retrain_rounds=2,
                          min_sam_agreement=1.0)  # the guard never lets SAM's mask through
     targets = [TargetImage(image.clone(), 'a'), TargetImage(image.clone(), 'b')]
     state = head.fit(tiny_sam, [{1: ctx.reference}], targets)
@@ -306,3 +306,33 @@ def test_fit_skips_a_round_without_pseudo_labels_and_predicts_no_target_twice(ti
         assert head.predict(tiny_sam, tgt, state) is state.results['a'][1] and not calls
     finally:
         del tiny_sam.decode
+
+
+def test_med_persam_builds_its_warping_model_once_and_fits_copies(monkeypatch):
+    """The head builds the warping model from its config once (a bad setting fails then);
+    each fit copies it, so fits never share a network, and the unfitted prototype holds no
+    weights of the model's state dict."""
+    from mmseg.registry import MODELS
+
+    from mmseg_medpersam.methods.base import TargetImage
+    from mmseg_medpersam.methods.medpersam.warping import WarpingModel
+    with pytest.raises(ValueError, match='WarpingModel: iters must be an integer >= 0'):
+        MedPerSAMHead(warping=dict(type='WarpingModel', schedule=dict(iters=-2)))
+    builds = []
+    real_build = MODELS.build
+    monkeypatch.setattr(MODELS, 'build', lambda cfg, *a, **k: builds.append(
+        cfg.get('type')) or real_build(cfg, *a, **k))
+    head = MedPerSAMHead(use_sam=False, warping=dict(type='WarpingModel', schedule=dict(iters=3),
+                                                     network=dict(work_size=(32, 32))))
+    assert builds.count('WarpingModel') == 1
+    assert not any(k.startswith('warping') for k in head.state_dict())
+    h = w = 32
+    ref_mask = torch.zeros(h, w, dtype=torch.bool)
+    ref_mask[10:20, 8:22] = True
+    image = torch.where(ref_mask, 200.0, 30.0).expand(3, h, w).clone()
+    ctx = ctx_for(ref_mask, image=image)
+    states = [head.fit(None, [{1: ctx.reference}], [TargetImage(image.clone(), 't')])
+              for _ in range(2)]
+    assert builds.count('WarpingModel') == 1
+    assert isinstance(states[0].warper, WarpingModel) and states[0].warper.fitted
+    assert states[0].warper is not states[1].warper and not head.warping.fitted

@@ -46,3 +46,16 @@ def test_one_owner_of_the_transductive_procedure():
             source = open(osp.join(PACKAGE, 'engine', name)).read()
             assert not re.search(r'getattr\([^)]*head', source), name
             assert 'retrain_rounds' not in source and 'sam_used' not in source, name
+
+
+def test_module_paths_cited_in_configs_and_docs_exist():
+    """A config comment or a doc that names a module file names one that exists."""
+    cited = re.compile(r'mmseg_medpersam/[\w/]+\.py')
+    sources = [osp.join(REPO_ROOT, 'README.md')]
+    for top in ('configs', 'docs'):
+        for dirpath, _, files in os.walk(osp.join(REPO_ROOT, top)):
+            sources += [osp.join(dirpath, f) for f in files if f.endswith(('.py', '.md'))]
+    stale = sorted({(osp.relpath(s, REPO_ROOT), p) for s in sources
+                    for p in cited.findall(open(s).read())
+                    if not osp.isfile(osp.join(REPO_ROOT, p))})
+    assert not stale, stale

@@ -81,7 +81,7 @@ def test_unreadable_target_others_still_scored(tmp_path, run_tool, capsys):
 def test_warp_only_ignores_checkpoint_and_runs_without_sam(tmp_path, run_tool, capsys):
     root = make_folder_task(str(tmp_path / 'task'))
     config = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-    code, out = run_tool(config, folder_options(root, **{'model.head.warping.iters': 5}),
+    code, out = run_tool(config, folder_options(root, **{'model.head.warping.schedule.iters': 5}),
                          checkpoint='/nonexistent/sam.pth')
     assert code == 0
     assert '--checkpoint is ignored' in capsys.readouterr().err
@@ -165,17 +165,19 @@ def test_multiclass_reference_gives_merged_label_map(multiclass_run):
 
 def test_prompts_are_stored_in_metainfo(multiclass_run):
     samples, recorded, _ = multiclass_run
-    prompts = samples[0].metainfo['prompts']
+    from mmseg_medpersam.structures import PromptRecord
+    prompts = PromptRecord.of(samples[0].metainfo)
     assert set(prompts) == {1, 2}
     for c, record in prompts.items():
-        assert record['point_coords'].shape == (1, 2, 2)
-        assert record['point_labels'].tolist() == [[1, 0]]
-        xy = record['point_coords'][0]
+        assert isinstance(record, PromptRecord)
+        assert record.point_coords.shape == (1, 2, 2)
+        assert record.point_labels.tolist() == [[1, 0]]
+        xy = record.point_coords[0]
         assert (xy[:, 0] >= 0).all() and (xy[:, 0] < 80).all()
         assert (xy[:, 1] >= 0).all() and (xy[:, 1] < 64).all()
-        np.testing.assert_array_equal(record['point_coords'],
+        np.testing.assert_array_equal(record.point_coords,
                                       recorded[c].prompts.point_coords.numpy())
-        assert 'iou_prediction' in record
+        assert 'iou_prediction' in record.info
     assert samples[0].metainfo['predict_seconds'] > 0
 
 

@@ -5,6 +5,7 @@ import matplotlib.colors as mcolors
 import numpy as np
 import pytest
 
+from mmseg_medpersam.structures import PromptRecord
 from mmseg_medpersam.visualization import dice_plot, method_grid, target_panel
 from mmseg_medpersam.visualization.panels import (
     MIN_DRAWN_SIDE,
@@ -50,7 +51,7 @@ def test_contour_is_on_the_mask_border_not_inside():
 
 def test_points_are_drawn_at_their_coordinates():
     image, mask = _square()
-    record = dict(point_coords=np.array([[[22.0, 18.0], [5.0, 36.0]]]),
+    record = PromptRecord(point_coords=np.array([[[22.0, 18.0], [5.0, 36.0]]]),
                   point_labels=np.array([[1, 0]]))
     fig, ax = render_panel(image, mask, prompts={1: record})
     rgb = _pixels(fig, ax, [(22.0, 18.0), (5.0, 36.0)])
@@ -61,7 +62,8 @@ def test_panel_file_is_upscaled_for_small_images(tmp_path):
     import cv2
     image, mask = _square()
     steps = [mask, np.roll(mask, 2, axis=1)]
-    record = dict(mask=mask.astype(bool), step_masks=steps, boxes=np.array([[15, 10, 34, 29]]))
+    record = PromptRecord(mask=mask.astype(bool), step_masks=steps,
+                          boxes=np.array([[15, 10, 34, 29]]))
     path = target_panel(str(tmp_path / 'p.png'), image, mask, gt=mask, prompts={1: record},
                         reference=(image, mask), title='Med-PerSAM | t1 | Dice 1.000')
     out = cv2.imread(path)
@@ -77,7 +79,7 @@ def test_bad_inputs_still_give_a_figure(tmp_path, case):
     kwargs = dict(gt=mask)
     if case == 'empty mask':
         mask = np.zeros_like(mask)
-        kwargs['prompts'] = {1: dict(point_coords=None, boxes=None, step_masks=[])}
+        kwargs['prompts'] = {1: PromptRecord(point_coords=None, boxes=None, step_masks=[])}
     elif case == 'no ground truth':
         kwargs = {}
     elif case == 'multiclass':

@@ -8,6 +8,7 @@ import torch
 from mmseg_medpersam.methods.medpersam.warping import (
     FlowUNet,
     RandomDeformation,
+    WarpFitter,
     WarpingModel,
     integrate_velocity,
     local_ncc_loss,
@@ -17,15 +18,19 @@ from mmseg_medpersam.methods.medpersam.warping import (
     to_gray,
     warp,
 )
+from mmseg_medpersam.methods.medpersam.warping.fitter import plateau_converged
 
 TINY_NET = dict(channels=(8, 16, 16), stem_channels=8)
 
 
-def tiny_model(**kwargs) -> WarpingModel:
+def tiny_model(augmentation=None, **kwargs) -> WarpingModel:
+    """A small fast model; ``kwargs`` by their flat names, put in their groups here."""
+    from mmseg_medpersam.methods.medpersam.warping.settings import group_flat_keys
     cfg = dict(flow_net=TINY_NET, work_size=(32, 32), iters=40, retrain_iters=10,
                batch_size=2, aug_batch_size=2, optimizer=dict(lr=3e-3), seed=0, amp='none')
     cfg.update(kwargs)
-    return WarpingModel(**cfg)
+    groups = group_flat_keys(dict(network=None, losses=None, schedule=None), cfg)
+    return WarpingModel(augmentation=augmentation, **groups)
 
 
 def ellipse(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -142,6 +147,45 @@ def test_to_gray_accepts_rgb_layouts():
     assert 0 <= float(a.min()) and float(a.max()) <= 1
 
 
+def test_one_intensity_rule_divides_never_guesses():
+    """0..255 in any dtype or layout -> /255: a dark image stays dark (no min-max stretch)."""
+    dark = np.full((4, 5), 51, np.uint8)
+    assert torch.allclose(to_gray(dark), torch.full((4, 5), 0.2))
+    assert torch.allclose(to_gray(dark.astype(np.float32)), torch.full((4, 5), 0.2))
+    unit = np.full((4, 5), 1.0, np.float32)  # not taken for a [0, 1] image
+    assert torch.allclose(to_gray(unit), torch.full((4, 5), 1 / 255))
+    assert float(to_gray(np.array([[-10.0, 300.0]])).min()) == 0  # clipped, as a window
+    assert float(to_gray(np.array([[-10.0, 300.0]])).max()) == 1
+
+
+def test_flat_settings_of_earlier_releases_go_to_their_groups():
+    flat = WarpingModel(iters=7, retrain_iters=3, loss_weights=dict(aug=0.0),
+                        work_long_side=64, convergence=dict(window=5))
+    grouped = WarpingModel(schedule=dict(iters=7, retrain_iters=3, convergence=dict(window=5)),
+                           losses=dict(weights=dict(aug=0.0)), network=dict(work_long_side=64))
+    assert isinstance(flat.fitter, WarpFitter)
+    assert flat.network == grouped.network
+    assert flat.fitter.schedule == grouped.fitter.schedule
+    assert flat.fitter.losses == grouped.fitter.losses
+    # A flat key laid over a grouped config (an old script's --cfg-options) is the override.
+    over = WarpingModel(iters=30, schedule=dict(iters=400, retrain_iters=100))
+    assert (over.fitter.schedule.iters, over.fitter.schedule.retrain_iters) == (30, 100)
+
+
+def test_warm_start_continues_a_fitted_network_only():
+    ref_mask = ellipse(32, 32, 16, 16, 8, 6)
+    tgts = [shape_image(ellipse(32, 32, 17, 14, 9, 7))]
+    model = tiny_model(iters=6, warm_start_iters=4)
+    with pytest.raises(ValueError, match='WarpingModel.warm_start continues a fitted network'):
+        model.warm_start(shape_image(ref_mask), ref_mask, tgts)
+    model.fit(shape_image(ref_mask), ref_mask, tgts)
+    before = [p.detach().clone() for p in model.parameters()]
+    info = model.warm_start(shape_image(ref_mask), ref_mask, tgts)
+    assert info['iters'] == 4 and info['retrain'] == 0
+    changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
+    assert any(changed)
+
+
 def test_aug_loss_recovers_known_affine():
     """Trained by L_aug alone (no target seen), the flow recovers an affine of the shape."""
     h = w = 32
@@ -237,16 +281,18 @@ def test_pseudo_label_retraining_continues_training():
     first = model.fit(shape_image(ref_mask), ref_mask, tgts)
     assert model.fitted and first['retrain'] == 0 and 'loss_pseudo' not in first
     before = [p.detach().clone() for p in model.parameters()]
-    info = model.fit(shape_image(ref_mask), ref_mask, tgts, pseudo_labels=[tgt_masks[0], None])
+    info = model.refit(shape_image(ref_mask), ref_mask, tgts, [tgt_masks[0], None])
     assert info['retrain'] == 1 and info['iters'] == 7 and math.isfinite(info['loss_pseudo'])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    with pytest.raises(ValueError):
-        model.fit(shape_image(ref_mask), ref_mask, tgts, pseudo_labels=[tgt_masks[0]])
+    with pytest.raises(ValueError, match='1 pseudo-labels for 2 targets'):
+        model.refit(shape_image(ref_mask), ref_mask, tgts, [tgt_masks[0]])
+    with pytest.raises(ValueError, match='fit it first'):
+        tiny_model().refit(shape_image(ref_mask), ref_mask, tgts, [tgt_masks[0], None])
 
 
 def test_fit_trains_inside_no_grad():
     """mmengine's test loop and the inference tool run under no_grad: fit must still train."""
-    model = WarpingModel(iters=3, work_size=(32, 32))
+    model = WarpingModel(schedule=dict(iters=3), network=dict(work_size=(32, 32)))
     before = {k: v.clone() for k, v in model.flow_net.state_dict().items()}
     img = torch.rand(32, 32)
     with torch.no_grad():
@@ -261,19 +307,25 @@ def test_working_size_follows_the_image_not_a_fixed_task():
     assert working_size((197, 233), 192) == (160, 192)  # another orientation
     assert working_size((512, 512), 192) == (192, 192)
     assert working_size((40, 600), 192) == (16, 192)
-    model = WarpingModel(iters=1)
-    assert model._work_size(torch.zeros(300, 100)) == (192, 64)
+    model = WarpingModel(schedule=dict(iters=1))
+    assert model.work_size(torch.zeros(300, 100)) == (192, 64)
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(iters=-1), 'iters must be an integer >= 0'),
-    (dict(loss_weights=dict(augment=1.0)), "unknown loss_weights \\['augment'\\]"),
-    (dict(similarity=dict(type='mi')), "similarity type must be 'ncc' or 'mse'"),
-    (dict(optimizer=dict(type='Adamm')), "optimizer type 'Adamm' is not a registered optimizer"),
-    (dict(amp='fp8'), "amp must be 'auto', 'bf16' or 'none'"),
-    (dict(convergence=dict(patience=3)), "unknown convergence keys \\['patience'\\]"),
-    (dict(convergence=dict(min_iters=500, max_iters=100)),
+    (dict(schedule=dict(iters=-1)), 'iters must be an integer >= 0'),
+    (dict(losses=dict(weights=dict(augment=1.0))), "unknown loss_weights \\['augment'\\]"),
+    (dict(losses=dict(similarity=dict(type='mi'))), "similarity type must be 'ncc' or 'mse'"),
+    (dict(schedule=dict(optimizer=dict(type='Adamm'))),
+     "optimizer type 'Adamm' is not a registered optimizer"),
+    (dict(schedule=dict(optimizer=dict(lr=-1.0))), 'optimizer .* Invalid learning rate'),
+    (dict(network=dict(amp='fp8')), "amp must be 'auto', 'bf16' or 'none'"),
+    (dict(network=dict(work_size=(8, 32))), 'network.work_size height must be an integer >= 16'),
+    (dict(schedule=dict(convergence=dict(patience=3))),
+     "unknown convergence keys \\['patience'\\]"),
+    (dict(schedule=dict(convergence=dict(min_iters=500, max_iters=100))),
      'convergence.min_iters 500 > max_iters 100'),
+    (dict(schedule=dict(epochs=3)), "unknown schedule settings \\['epochs'\\]"),
+    (dict(iterations=3), "unknown setting 'iterations'"),
 ])
 def test_invalid_settings_fail_when_built(kwargs, message):
     with pytest.raises(ValueError, match='WarpingModel: ' + message):
@@ -302,7 +354,7 @@ def _run_rule(losses, **convergence):
     plateau, history, rates = {}, [], []
     for step, loss in enumerate(losses, 1):
         history.append(dict(total=loss))
-        if WarpingModel._converged(optim, plateau, history, cfg, min_lr=0.1):
+        if plateau_converged(optim, plateau, history, cfg, min_lr=0.1):
             return step, rates
         rates.append(optim.param_groups[0]['lr'])
     return None, rates
@@ -329,6 +381,5 @@ def test_fit_until_converged_stops_before_its_cap_and_says_how_long_it_ran():
     result = model.fit(shape_image(ref_mask), ref_mask, [shape_image(m) for m in tgt])
     assert 5 <= result['iters'] < 500 and result['iters'] % 5 == 0
     # Retraining keeps its fixed number of steps.
-    again = model.fit(shape_image(ref_mask), ref_mask, [shape_image(m) for m in tgt],
-                      pseudo_labels=[tgt[0]])
-    assert again['iters'] == model.retrain_iters
+    again = model.refit(shape_image(ref_mask), ref_mask, [shape_image(m) for m in tgt], [tgt[0]])
+    assert again['iters'] == model.fitter.schedule.retrain_iters

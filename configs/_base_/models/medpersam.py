@@ -5,7 +5,8 @@ _base_ = ['./one_shot_sam.py']
 model = dict(
     head=dict(
         type='MedPerSAMHead',
-        # Warping model: defaults in mmseg_medpersam/methods/medpersam/warping/warping_model.py
+        # Warping model: settings (network, losses, schedule, augmentation) and their
+        # defaults in mmseg_medpersam/methods/medpersam/warping/settings.py
         warping=dict(type='WarpingModel'),
         prompt_generators=[
             dict(type='MaskPrompt', logit_scale=8.0, use_sam_logits=True),

@@ -5,6 +5,6 @@ model = dict(
     head=dict(
         type='PerSAMHead',
         # official_geometry: PerSAM's own reference-cell rule and attention-bias geometry
-        # (False: the frame-aligned variant, see mmseg_medpersam/prompts/persam.py).
+        # (False: the frame-aligned variant, see mmseg_medpersam/methods/persam/location_prior.py).
         location_prior=dict(type='PerSAMLocationPrior', official_geometry=True),
         num_refinements=2))

@@ -5,7 +5,8 @@ model = dict(
     sam=None,
     head=dict(
         type='MedPerSAMHead',
-        # Warping model: defaults in mmseg_medpersam/warping/warping_model.py
+        # Warping model: settings (network, losses, schedule, augmentation) and their
+        # defaults in mmseg_medpersam/methods/medpersam/warping/settings.py
         warping=dict(type='WarpingModel'),
         use_sam=False,
         retrain_rounds=0))

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ...utils.masks import dice
 from .warping.augment import RandomDeformation
+from .warping.intensity import INTENSITY_MAX, to_gray
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,11 @@ def augmented_cases(image: Tensor, masks: Tensor, count: int, seed: int,
     family = copy.copy(augment)
     family.elastic_magnitude = augment.elastic_magnitude * scale
     gen = torch.Generator().manual_seed(seed)
-    gray = (image.float().mean(0) / 255.0)[None, None].cpu()
+    gray = to_gray(image)[None, None]
     out = []
     for _ in range(count):
         aug_image, aug_masks, _ = family(gray, masks.float()[None].cpu(), 1, gen)
-        rgb = (aug_image[0].repeat(3, 1, 1) * 255.0).round().to(image.device)
+        rgb = (aug_image[0].repeat(3, 1, 1) * INTENSITY_MAX).round().to(image.device)
         out.append((rgb, (aug_masks[0] > 0.5).to(masks.device)))
     return out
 

@@ -41,18 +41,11 @@ from .calibration import (
     refinement_outcome,
 )
 from .label_fusion import LocallyWeightedVoting  # noqa: F401  (registers it)
-from .warping.warping_model import to_gray
-
-RGB_MAX = 255.0  # images reach heads as RGB 0..255
+from .warping.intensity import to_gray
 
 
 def _sam_used(result: HeadResult) -> bool:
     return result.refinement is not None and result.refinement.sam_used
-
-
-def unit_range(image: Tensor) -> Tensor:
-    """An RGB 0..255 image scaled to [0, 1], so the warper's intensity scaling never guesses."""
-    return image / RGB_MAX
 
 
 @dataclass
@@ -147,6 +140,11 @@ class MedPerSAMHead(BaseOneShotHead):
     def method_name(self) -> str:
         return 'Med-PerSAM' if self.use_sam else 'Warp only'
 
+    @property
+    def reference_row(self) -> bool:
+        """The warp alone is Med-PerSAM's ablation, a reference for the methods."""
+        return not self.use_sam
+
     def __init__(self, warping: Optional[dict] = None, label_fusion: Optional[dict] = None,
                  prompt_generators: Sequence[dict] = DEFAULT_PROMPTS, use_sam: bool = True,
                  num_iters: int = 3, stop_iou: float = 0.98, multimask_output: bool = True,
@@ -173,8 +171,10 @@ class MedPerSAMHead(BaseOneShotHead):
         for key in ('margin', 'tie'):
             check_number(name, f'calibration.{key}', self.calibration[key], minimum=0,
                          maximum=1)
-        self.warping_cfg = dict(warping or dict(type='WarpingModel'))
-        MODELS.build(dict(self.warping_cfg))  # a bad warping setting fails now, before any work
+        # Built once (a bad setting fails now, before any work); every fit copies it. Not a
+        # submodule: its unfitted weights are no part of the model's state dict.
+        object.__setattr__(self, 'warping',
+                           MODELS.build(dict(warping or dict(type='WarpingModel'))))
         self.label_fusion = MODELS.build(dict(label_fusion or dict(type='LocallyWeightedVoting')))
         self.prompt_generators = torch.nn.ModuleList(
             [MODELS.build(dict(cfg)) for cfg in prompt_generators])
@@ -189,7 +189,7 @@ class MedPerSAMHead(BaseOneShotHead):
 
     # ------------------------------------------------------------------ fit
     def _new_warper(self, device: torch.device) -> torch.nn.Module:
-        return MODELS.build(dict(self.warping_cfg)).to(device)
+        return copy.deepcopy(self.warping).to(device)
 
     @staticmethod
     def _foreground(reference: ReferenceClasses) -> Tensor:
@@ -217,18 +217,24 @@ class MedPerSAMHead(BaseOneShotHead):
            the state keeps that round's predictions, which the priors would only reproduce.
 
         With ``init`` (a volume propagation step: the neighbouring slice's fit) the warping
-        model starts from ``init``'s network for ``warping.warm_start_iters`` steps and there
-        is no retraining: the step's refined result becomes the next step's reference anyway.
+        model starts from ``init``'s network for ``warping.schedule.warm_start_iters`` steps
+        (``WarpingModel.warm_start``) and there is no retraining: the step's refined result
+        becomes the next step's reference anyway.
         """
         views = list(references)
-        ref_images = [unit_range(next(iter(v.values())).image) for v in views]
+        ref_images = [next(iter(v.values())).image for v in views]
         fgs = [self._foreground(v) for v in views]
-        images = [unit_range(t.image) for t in targets]
+        images = [t.image for t in targets]
         warm = isinstance(init, MedPerSAMState)
-        warper = copy.deepcopy(init.warper) if warm else self._new_warper(ref_images[0].device)
         start = time.perf_counter()
-        log: Dict[str, Any] = dict(fit=dict(warper.fit(ref_images, fgs, images, warm_start=warm)),
-                                   rounds=[], references=len(views), warm_start=warm)
+        if warm and init.warper.fitted:
+            warper = copy.deepcopy(init.warper)
+            fit_log = warper.warm_start(ref_images, fgs, images)
+        else:
+            warper = self._new_warper(ref_images[0].device)
+            fit_log = warper.fit(ref_images, fgs, images)
+        log: Dict[str, Any] = dict(fit=dict(fit_log), rounds=[], references=len(views),
+                                   warm_start=warm)
         state = MedPerSAMState(warper, self._warp(warper, views, images, targets), log)
         if warm:  # a propagation step keeps its neighbour's choice
             state.sam_step = init.sam_step
@@ -246,7 +252,7 @@ class MedPerSAMHead(BaseOneShotHead):
                       f'{state.sam_step.describe(self._prompt_names)}', logger='current')
         rounds = self.retrain_rounds if self._step(state).uses_sam and not warm else 0
         if rounds:  # every target is refined in each round and at the end: encode them once
-            step = 8 if sam.device.type == 'cuda' else 1
+            step = sam.encode_batch
             for i in track(range(0, len(targets), step), 'encoding the targets',
                            total=len(range(0, len(targets), step))):
                 chunk = targets[i:i + step]
@@ -273,7 +279,7 @@ class MedPerSAMHead(BaseOneShotHead):
             fixed.update({t.key: results[t.key] for t, p in zip(todo, pseudo) if p is not None})
             labels = [torch.stack([r.mask for r in fixed[t.key].values()]).any(dim=0)
                       if t.key in fixed else None for t in targets]
-            refit = dict(warper.fit(ref_images, fgs, images, pseudo_labels=labels))
+            refit = dict(warper.refit(ref_images, fgs, images, labels))
             log['rounds'].append(dict(retrain_skipped=False, pseudo_label_candidates=candidates,
                                       pseudo_labels_used=used, fit=refit))
             state.priors = self._warp(warper, views, images, targets)
@@ -296,8 +302,8 @@ class MedPerSAMHead(BaseOneShotHead):
             maps = [view[c].mask.float() if c in view else torch.zeros_like(ref.mask.float())
                     for c in classes]
             if fuse:  # the reference image travels with its masks: fusion compares it
-                maps.append(to_gray(unit_range(ref.image)).to(ref.image.device))
-            per_ref.append(warper.warp_masks(unit_range(ref.image), torch.stack(maps), images))
+                maps.append(to_gray(ref.image).to(ref.image.device))
+            per_ref.append(warper.warp_masks(ref.image, torch.stack(maps), images))
         priors = {}
         for j, (t, image) in enumerate(zip(targets, images)):
             warped = torch.stack([w[j].reshape(-1, *w[j].shape[-2:]) for w in per_ref])
@@ -354,10 +360,10 @@ class MedPerSAMHead(BaseOneShotHead):
             classes = sorted(view)
             masks = torch.stack([view[c].mask for c in classes])
             copies = augmented_cases(ref.image, masks, cfg['cases'], cfg['seed'] + i,
-                                     warper.augment, warper.work_long_side)
+                                     warper.fitter.augment, warper.network.work_long_side)
             for j, (image, truth) in enumerate(copies):
                 key = f'calibration:{ref.key}:{j}'
-                prior = self._warp(warper, views, [unit_range(image)],
+                prior = self._warp(warper, views, [image],
                                    [TargetImage(image, key)])[key]
                 emb = sam.encode(image)
                 for k, c in enumerate(classes):
@@ -368,7 +374,7 @@ class MedPerSAMHead(BaseOneShotHead):
                 ref = next(iter(view.values()))
                 others = [v for j, v in enumerate(views) if j != i]
                 key = f'calibration:{ref.key}'
-                prior = self._warp(warper, others, [unit_range(ref.image)],
+                prior = self._warp(warper, others, [ref.image],
                                    [TargetImage(ref.image, key)])[key]
                 for c in sorted(set(view) & set(prior)):
                     out.append((CalibrationCase(ref.image, prior[c] > self.prior_threshold,
