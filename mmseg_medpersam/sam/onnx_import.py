@@ -26,11 +26,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..structures.errors import OnnxImportError
+
 StateDict = Dict[str, torch.Tensor]
-
-
-class OnnxImportError(RuntimeError):
-    """An ONNX graph does not have the structure the import expects."""
 
 
 def module_path(node_name: str) -> Tuple[str, str]:

@@ -6,6 +6,7 @@ from .errors import (
     ConfigError,
     OneShotDataError,
     OneShotTargetsFailed,
+    OnnxImportError,
     ReportNotWritten,
     WriteError,
 )
@@ -13,5 +14,5 @@ from .prompt_record import PROMPTS_KEY, PromptRecord
 from .references import REFERENCES_KEY, OneShotReferences, ReferenceFile
 
 __all__ = ['CheckpointError', 'ConfigError', 'OneShotDataError', 'OneShotTargetsFailed',
-           'ReportNotWritten', 'WriteError', 'REFERENCES_KEY', 'OneShotReferences',
-           'ReferenceFile', 'PROMPTS_KEY', 'PromptRecord']
+           'OnnxImportError', 'ReportNotWritten', 'WriteError', 'REFERENCES_KEY',
+           'OneShotReferences', 'ReferenceFile', 'PROMPTS_KEY', 'PromptRecord']

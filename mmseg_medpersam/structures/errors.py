@@ -26,6 +26,11 @@ class CheckpointError(RuntimeError):
     """A weight file is missing, unreachable, unreadable or of another architecture (exit 2)."""
 
 
+class OnnxImportError(CheckpointError):
+    """An ONNX graph does not have the structure the weight import expects (exit 2: the
+    weights cannot be made from it)."""
+
+
 class WriteError(OSError):
     """An output file could not be written; the message names it and says why (exit 5)."""
 
@@ -54,5 +59,5 @@ def exit_code(err: BaseException) -> int:
 
 
 __all__ = ['EXIT_CHECKPOINT', 'EXIT_CODES', 'EXIT_CONFIG', 'EXIT_INPUT', 'EXIT_INTERRUPTED',
-           'EXIT_OUTPUT', 'CheckpointError', 'ConfigError', 'OneShotDataError',
+           'EXIT_OUTPUT', 'CheckpointError', 'ConfigError', 'OneShotDataError', 'OnnxImportError',
            'OneShotTargetsFailed', 'ReportNotWritten', 'WriteError', 'exit_code']
