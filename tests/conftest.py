@@ -278,6 +278,20 @@ def folder_options(root: str, reference: str = 'ref', **extra) -> Dict[str, obje
     return opts
 
 
+def fast_warp(iters: int = 10, **schedule) -> Dict[str, object]:
+    """``--cfg-options`` that make Med-PerSAM's warping fit fast (``iters`` steps at a 64-pixel
+    working resolution; more schedule keys by name): plumbing tests, not accuracy."""
+    opts: Dict[str, object] = {'model.head.warping.schedule.iters': iters,
+                               'model.head.warping.network.work_long_side': 64}
+    opts.update({f'model.head.warping.schedule.{k}': v for k, v in schedule.items()})
+    return opts
+
+
+def as_cli(options: Dict[str, object]) -> List[str]:
+    """``--cfg-options`` dict -> ``key=value`` arguments."""
+    return [f'{k}={v}' for k, v in options.items()]
+
+
 @pytest.fixture(scope='session')
 def mni152_root(tmp_path_factory):
     """The embedded MNI152 white-matter task, written once per session into a tmp folder."""

@@ -5,12 +5,21 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from conftest import CT_COLS, CT_ROWS, REPO_ROOT, ct_ras_affine, load_tool, write_ct_series
+from conftest import (
+    CT_COLS,
+    CT_ROWS,
+    REPO_ROOT,
+    as_cli,
+    ct_ras_affine,
+    fast_warp,
+    load_tool,
+    write_ct_series,
+)
 
 pydicom = pytest.importorskip('pydicom')
 
 WARP_ONLY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-FAST = ['model.head.warping.schedule.iters=10', 'model.head.warping.network.work_long_side=64']
+FAST = as_cli(fast_warp())
 ROWS, COLS, SLICES = CT_ROWS, CT_COLS, 5
 
 

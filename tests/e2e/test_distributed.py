@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TINY_CONFIG, folder_options, make_folder_task
+from conftest import REPO_ROOT, TINY_CONFIG, fast_warp, folder_options, make_folder_task
 
 MEDPERSAM_TINY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'medpersam_sam-tiny_mni152-wm.py')
 
@@ -36,10 +36,9 @@ def _run(config, options, out, work_dir, processes):
 
 @pytest.mark.parametrize('config, extra', [
     (TINY_CONFIG, {}),
-    (MEDPERSAM_TINY, {'model.head.warping.schedule.iters': 30,
-                      'model.head.warping.network.work_long_side': 64,
-                      'model.head.retrain_rounds': 1, 'model.head.min_sam_agreement': 0,
-                      'model.head.pseudo_min_dice': 0}),
+    (MEDPERSAM_TINY, dict(fast_warp(30), **{'model.head.retrain_rounds': 1,
+                                            'model.head.min_sam_agreement': 0,
+                                            'model.head.pseudo_min_dice': 0})),
 ], ids=['persam', 'medpersam'])
 def test_two_processes_report_what_one_process_reports(tmp_path, config, extra):
     root = make_folder_task(str(tmp_path / 'task'), stems=('ref', 't1', 't2', 't3', 't4', 't5'))
@@ -64,8 +63,7 @@ def test_dist_test_sh_at_default_threads_reports_what_one_process_reports(tmp_pa
     """Without OMP_NUM_THREADS, torchrun gives each process one thread; the fit still runs
     with the one-process thread count, so the masks are the same to the pixel."""
     root = make_folder_task(str(tmp_path / 'task'), stems=('ref', 't1', 't2', 't3', 't4'))
-    options = dict(folder_options(root), **{'model.head.warping.schedule.iters': 30,
-                                            'model.head.warping.network.work_long_side': 64})
+    options = dict(folder_options(root), **fast_warp(30))
     env = {k: v for k, v in os.environ.items()
            if k not in ('OMP_NUM_THREADS', 'MEDPERSAM_FIT_THREADS')}
     args = ['--cfg-options'] + [f'{k}={v}' for k, v in options.items()]

@@ -7,15 +7,21 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_CONFIG, folder_options, load_tool, make_folder_task, write_png
+from conftest import (
+    REPO_ROOT,
+    TINY_CONFIG,
+    fast_warp,
+    folder_options,
+    load_tool,
+    make_folder_task,
+    write_png,
+)
 
 from mmseg_medpersam.datasets.loading import load_image
 from mmseg_medpersam.structures.errors import OneShotDataError
 
 MEDPERSAM_TINY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'medpersam_sam-tiny_mni152-wm.py')
-FAST_WARP = {'model.head.warping.schedule.iters': 20,
-             'model.head.warping.schedule.retrain_iters': 10,
-             'model.head.warping.network.work_long_side': 64}
+FAST_WARP = fast_warp(20, retrain_iters=10)
 
 
 # --------------------------------------------------------------------------- targets

@@ -4,7 +4,7 @@ import os.path as osp
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG, load_tool, make_folder_task
+from conftest import TINY_CONFIG, fast_warp, load_tool, make_folder_task
 
 
 def load_infer():
@@ -49,8 +49,7 @@ def test_inferencer_api_fits_once_and_predicts_each_target(folder_task):
 
     from mmseg_medpersam.apis import OneShotInferencer
     config = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-    inferencer = OneShotInferencer(config, device='cpu', cfg_options={
-        'model.head.warping.schedule.iters': 20, 'model.head.warping.network.work_long_side': 64})
+    inferencer = OneShotInferencer(config, device='cpu', cfg_options=fast_warp(20))
     inferencer.set_reference(osp.join(folder_task, 'images', 'ref.png'),
                              osp.join(folder_task, 'masks', 'ref.png'))
     targets = [inferencer.load(osp.join(folder_task, 'images', f'{s}.png')) for s in ('t1', 't2')]

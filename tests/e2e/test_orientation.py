@@ -7,10 +7,10 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, load_tool
+from conftest import REPO_ROOT, as_cli, fast_warp, load_tool
 
 WARP_ONLY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-FAST = ['model.head.warping.schedule.iters=10', 'model.head.warping.network.work_long_side=64']
+FAST = as_cli(fast_warp())
 
 
 def _volumes(tmp_path):

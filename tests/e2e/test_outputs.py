@@ -10,12 +10,20 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TINY_CONFIG, folder_options, load_tool, make_folder_task, write_png
+from conftest import (
+    REPO_ROOT,
+    TINY_CONFIG,
+    fast_warp,
+    folder_options,
+    load_tool,
+    make_folder_task,
+    write_png,
+)
 
 from mmseg_medpersam.utils import atomic
 
 WARP_ONLY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-FAST = {'model.head.warping.schedule.iters': 10, 'model.head.warping.network.work_long_side': 64}
+FAST = fast_warp()
 
 
 def _full_disk_for(monkeypatch, name):

@@ -5,15 +5,14 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, load_tool
+from conftest import REPO_ROOT, as_cli, fast_warp, load_tool
 
 from mmseg_medpersam.methods.base import HeadResult
 from mmseg_medpersam.segmentors.propagation import area_change, propagate, propagation_plan
 from mmseg_medpersam.structures.errors import OneShotDataError
 
 WARP_ONLY = osp.join(REPO_ROOT, 'configs', 'medpersam', 'warp-only_mni152-wm.py')
-FAST = ['model.head.warping.schedule.iters=10', 'model.head.warping.schedule.warm_start_iters=5',
-        'model.head.warping.network.work_long_side=64']
+FAST = as_cli(fast_warp(warm_start_iters=5))
 
 
 def test_plan_takes_each_slice_from_its_neighbour_towards_the_nearest_labelled_slice():

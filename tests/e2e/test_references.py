@@ -4,7 +4,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from conftest import make_folder_task
+from conftest import fast_warp, make_folder_task
 
 from mmseg_medpersam.datasets import LoadOneShotImage, OneShotFolderDataset
 from mmseg_medpersam.methods.base import class_references
@@ -220,9 +220,7 @@ def test_test_py_runs_with_two_references(run_tool, tmp_path, config):
     from conftest import REPO_ROOT, folder_options
     root = make_folder_task(str(tmp_path / 'task'), stems=('ref', 'r2', 't1', 't2', 't3'))
     options = folder_options(root, reference="['ref','r2']")
-    options.update({'model.head.warping.schedule.iters': 10,
-                    'model.head.warping.network.work_long_side': 64}
-                   if 'warp' in config else {'model.head.iters': 20})
+    options.update(fast_warp() if 'warp' in config else {'model.head.iters': 20})
     code, out = run_tool(osp.join(REPO_ROOT, 'configs', config), options)
     assert code == 0
     report = json.load(open(out))
