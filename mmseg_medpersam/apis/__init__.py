@@ -16,6 +16,7 @@
 
 ``mmseg.apis.init_model(config)`` builds every config of the project too.
 """
+from ..utils.cli import run_tool
 from .file_inference import InferenceSettings, run_inference
 from .inference import (
     OneShotInferencer,
@@ -28,7 +29,6 @@ from .inference import (
     dataset_targets,
     init_one_shot_model,
     load_config,
-    run_tool,
 )
 
 __all__ = ['InferenceSettings', 'OneShotInferencer', 'Prediction', 'apply_checkpoint',

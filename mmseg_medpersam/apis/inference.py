@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,15 +23,10 @@ from ..sam.checkpoint import CheckpointError
 from ..segmentors.mmseg_api import array_name
 from ..segmentors.one_shot_sam import OneShotSAMSegmentor, ReferenceSet
 from ..segmentors.propagation import DEFAULT_MAX_AREA_CHANGE, propagate_targets
-from ..structures.errors import EXIT_CODES, OneShotDataError, exit_code
+from ..structures.errors import OneShotDataError
 from ..structures.prompt_record import PromptRecord
 from ..structures.references import REFERENCES_KEY, OneShotReferences, ReferenceFile
-from ..utils.cli import (
-    EXIT_INTERRUPTED,
-    ConfigError,
-    config_error_message,
-    parse_cfg_options,
-)
+from ..utils.cli import ConfigError, config_error_message, parse_cfg_options
 from ..utils.naming import sample_key
 
 #: An image or label map: a file path, or an array ((H, W) or (H, W, 3), any dtype).
@@ -357,21 +352,7 @@ def pipeline_window(cfg: Config):
     return None
 
 
-def run_tool(main: Callable[[], int]) -> int:
-    """Run a tool's body; its errors as one line on stderr and the documented exit code
-    (``structures.errors``: 2 checkpoint, 3 input, 4 setting, 5 output, 130 interrupted)."""
-    try:
-        return main()
-    except tuple(cls for cls, _ in EXIT_CODES) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return exit_code(e)
-    except KeyboardInterrupt:
-        print('interrupted: what was finished is kept (files written so far are complete)',
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
 __all__ = ['OneShotInferencer', 'Prediction', 'Target', 'apply_checkpoint', 'build_dataset',
            'build_model',
            'build_test_runner', 'check_device', 'dataset_targets', 'init_one_shot_model',
-           'load_config', 'pipeline_window', 'run_tool']
+           'load_config', 'pipeline_window']

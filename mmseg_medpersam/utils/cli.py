@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional, Tuple
+import sys
+from typing import Callable, Optional, Tuple
 
 from mmengine.config import DictAction
 
 from ..structures.errors import (  # noqa: F401  (the exit codes, re-exported for the tools)
     EXIT_CHECKPOINT,
+    EXIT_CODES,
     EXIT_CONFIG,
     EXIT_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OUTPUT,
     ConfigError,
+    exit_code,
 )
 
 
@@ -78,6 +81,20 @@ def config_error_message(err: BaseException) -> str:
 #: 130 interrupted (Ctrl-C; what was finished is kept).
 EXIT_OK = 0
 
+def run_tool(main: Callable[[], int]) -> int:
+    """Run a tool's body; its errors as one line on stderr and the documented exit code
+    (``structures.errors``: 2 checkpoint, 3 input, 4 setting, 5 output, 130 interrupted)."""
+    try:
+        return main()
+    except tuple(cls for cls, _ in EXIT_CODES) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return exit_code(e)
+    except KeyboardInterrupt:
+        print('interrupted: what was finished is kept (files written so far are complete)',
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
 __all__ = ['ConfigOptionsAction', 'parse_cfg_options', 'ConfigError', 'config_error_message',
            'EXIT_OK', 'EXIT_CHECKPOINT', 'EXIT_INPUT', 'EXIT_CONFIG', 'EXIT_OUTPUT',
-           'EXIT_INTERRUPTED']
+           'EXIT_INTERRUPTED', 'run_tool']
