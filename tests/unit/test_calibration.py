@@ -39,6 +39,30 @@ def test_choose_keeps_the_warp_unless_an_option_clearly_beats_it():
     assert choose({a: 0.95, b: 0.949, c: 0.9495}, 0.9, 0.01, 0.0025) == c
     assert choose({a: 0.95, b: 0.90}, 0.9, 0.01, 0.0025) == a
     assert choose({}, 0.9, 0.01, 0.0025) == SAMStep(guard=None)
+    # An option ruled out (below the warp on the leave-one-out cases) is never chosen.
+    assert choose({a: 0.95, b: 0.949, c: 0.9495}, 0.9, 0.01, 0.0025, vetoed={c}) == b
+    assert choose({a: 0.95}, 0.9, 0.01, 0.0025, vetoed={a}) == SAMStep(guard=None)
+
+
+def test_leave_one_out_cases_rule_out_options_below_the_warp_there():
+    """Augmented copies flatter SAM; the leave-one-out cases are other images, as targets
+    are: an option that wins on the copies but loses there is ruled out."""
+    from mmseg_medpersam.methods.medpersam.calibration import Calibration, loo_vetoed
+    flattered, steady = SAMStep((0,), 3, 0.7), SAMStep((0, 1), 1, 0.85)
+    sources = ['augmented r1 #0', 'augmented r1 #1', 'leave-one-out r1', 'leave-one-out r2']
+    warp = [0.80, 0.80, 0.85, 0.85]
+    per_case = {flattered: [0.99, 0.99, 0.70, 0.80], steady: [0.84, 0.84, 0.86, 0.85]}
+    assert loo_vetoed(per_case, warp, sources) == {flattered}
+    assert loo_vetoed(per_case, warp, sources[:2] + ['augmented r2 #0'] * 2) == set()
+    scores = {o: sum(v) / 4 for o, v in per_case.items()}
+    vetoed = loo_vetoed(per_case, warp, sources)
+    assert choose(scores, sum(warp) / 4, 0.01, 0.0025) == flattered  # the copies alone
+    assert choose(scores, sum(warp) / 4, 0.01, 0.0025, vetoed) == steady
+    log = Calibration(steady, sum(warp) / 4, scores, sources, per_case, warp,
+                      vetoed).log(['mask', 'box'])
+    assert log['warp_by_kind'] == {'augmented': 80.0, 'leave-one-out': 85.0}
+    entry = next(o for o in log['options'] if o['option'].startswith('mask, K=3'))
+    assert entry['vetoed'] and entry['by_kind'] == {'augmented': 99.0, 'leave-one-out': 75.0}
 
 
 def test_augmented_cases_are_seeded_and_deform_image_and_masks_alike():

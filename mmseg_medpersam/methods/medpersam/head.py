@@ -30,12 +30,15 @@ from ..base import (
 )
 from ..refinement import logits_to_mask, to_image_logits
 from .calibration import (
+    LEAVE_ONE_OUT,
     Calibration,
     CalibrationCase,
     SAMStep,
     StepTrace,
     augmented_cases,
+    case_dice,
     choose,
+    loo_vetoed,
     mean_dice,
     option_grid,
     refinement_outcome,
@@ -246,9 +249,11 @@ class MedPerSAMHead(BaseOneShotHead):
             calibration = self._calibrate(sam, warper, views)
             state.sam_step = calibration.choice
             log['calibration'] = calibration.log(self._prompt_names)
+            ruled_out = (f', {len(calibration.vetoed)} options below the warp on the '
+                         'leave-one-out cases ruled out' if calibration.vetoed else '')
             print_log(f'self-calibration on {len(calibration.cases)} cases: the warp '
                       f'{100 * calibration.warp:.2f}, best option '
-                      f'{100 * max(calibration.scores.values()):.2f}; SAM step: '
+                      f'{100 * max(calibration.scores.values()):.2f}{ruled_out}; SAM step: '
                       f'{state.sam_step.describe(self._prompt_names)}', logger='current')
         rounds = self.retrain_rounds if self._step(state).uses_sam and not warm else 0
         if rounds:  # every target is refined in each round and at the end: encode them once
@@ -378,7 +383,7 @@ class MedPerSAMHead(BaseOneShotHead):
                                    [TargetImage(ref.image, key)])[key]
                 for c in sorted(set(view) & set(prior)):
                     out.append((CalibrationCase(ref.image, prior[c] > self.prior_threshold,
-                                                view[c].mask, f'leave-one-out {ref.key}'),
+                                                view[c].mask, f'{LEAVE_ONE_OUT} {ref.key}'),
                                 ref.embedding, c))
         return out
 
@@ -404,10 +409,14 @@ class MedPerSAMHead(BaseOneShotHead):
                     kept, _ = refinement_outcome(traces, o.guard, o.num_iters, self.stop_iou)
                     mask = traces[kept].mask.to(case.truth.device) if kept >= 0 else case.prior
                     finals[o].append((mask, case.truth))
+        sources = [case.source for case, _, _ in cases]
+        warp_per_case = case_dice([(case.prior, case.truth) for case, _, _ in cases])
+        per_case = {o: case_dice(pairs) for o, pairs in finals.items()}
         warp = mean_dice([(case.prior, case.truth) for case, _, _ in cases])
         scores = {o: mean_dice(pairs) for o, pairs in finals.items()}
-        return Calibration(choose(scores, warp, cfg['margin'], cfg['tie']), warp, scores,
-                           [case.source for case, _, _ in cases])
+        vetoed = loo_vetoed(per_case, warp_per_case, sources)
+        return Calibration(choose(scores, warp, cfg['margin'], cfg['tie'], vetoed), warp,
+                           scores, sources, per_case, warp_per_case, vetoed)
 
     def _pseudo_labels(self, state: MedPerSAMState, targets: Sequence[TargetImage],
                        results: Dict[str, Dict[int, HeadResult]]) -> List[Optional[Tensor]]:
