@@ -54,6 +54,9 @@ def test_leave_one_out_cases_rule_out_options_below_the_warp_there():
     per_case = {flattered: [0.99, 0.99, 0.70, 0.80], steady: [0.84, 0.84, 0.86, 0.85]}
     assert loo_vetoed(per_case, warp, sources) == {flattered}
     assert loo_vetoed(per_case, warp, sources[:2] + ['augmented r2 #0'] * 2) == set()
+    # Options are ranked on the augmented copies; leave-one-out cases only rule out.
+    from mmseg_medpersam.methods.medpersam.calibration import selection
+    assert selection(sources) == [0, 1] and selection(sources[2:]) == [0, 1]
     scores = {o: sum(v) / 4 for o, v in per_case.items()}
     vetoed = loo_vetoed(per_case, warp, sources)
     assert choose(scores, sum(warp) / 4, 0.01, 0.0025) == flattered  # the copies alone

@@ -14,19 +14,24 @@ uses the best one:
 An option (``SAMStep``) is a subset of the configured prompt generators, a number of SAM calls
 K and a guard: a SAM mask is used, per target, only while its Dice with the warped mask stays
 at or above ``guard`` (the per-target choice between SAM and the warp), or None: the warp
-alone. Each option's mean Dice over the cases is measured from one traced refinement per case
-and prompt subset (guards and K evaluated on the trace, ``refinement_outcome``).
+alone. Each option's Dice on every case is measured from one traced refinement per case and
+prompt subset (guards and K evaluated on the trace, ``refinement_outcome``).
+
+The two kinds of case answer different questions. SAM's gain depends on how good the prior it
+refines is, and the augmented copies' priors come from the fitted warp as the targets' do, of
+like quality (on the embedded ventricles: 81.7 on the copies, 81.7 on the targets with one
+reference; 82.0 and 85.7 with two). A leave-one-out prior comes from one reference fewer, on an
+image no fit has labelled: far worse (63.4 there), so there any option that redraws the
+structure wins (+16 points) while it loses on the targets (-16). So the options are ranked on
+the augmented copies (``selection``), and the leave-one-out cases can only rule an option out:
+one below the warp even there (``loo_vetoed``).
 
 The choice (``choose``): the warp alone unless the best option beats it by ``margin`` Dice
-(cases built from a reference are easier for SAM than other images: measured on the embedded
-tasks, an option's gain over the warp on the cases was 0.5 to 4 points above its gain on the
+(copies of a reference are easier for SAM than other images: measured on the embedded tasks,
+an option's gain over the warp on the copies was 0.5 to 4 points above its gain on the
 targets); among options within ``tie`` of the best, the most conservative (highest guard, then
-fewest SAM calls, then most prompts). Where there are leave-one-out cases, an option below the
-warp on them is not eligible (``loo_vetoed``): they are other images, as the targets are,
-while augmented copies of a reference flatter SAM (measured: with two references on the
-ventricles, an option 3.8 points above the warp on all cases was 16 points below it on the
-targets). The table of every option's score (in all, and per kind of case), the warp's and
-the choice are the state's log (the run's report).
+fewest SAM calls, then most prompts). Every option's score (in all and per kind of case), the
+warp's and the choice are the state's log (the run's report).
 """
 from __future__ import annotations
 
@@ -123,6 +128,7 @@ def case_kind(source: str) -> str:
 class Calibration:
     """The evidence and the choice of one task's self-calibration.
 
+    ``warp`` and ``scores``: mean Dice on the cases the options are ranked on (``selection``);
     ``per_case``: each option's Dice on every case (``cases`` order), ``warp_per_case`` the
     warp's; ``vetoed``: options below the warp on the leave-one-out cases.
     """
@@ -166,6 +172,13 @@ def option_grid(prompt_sets: Sequence[Tuple[int, ...]], iters: Sequence[int],
                 guards: Sequence[float]) -> List[SAMStep]:
     """Every (prompt subset, K, guard) option."""
     return [SAMStep(p, k, g) for p, k, g in itertools.product(prompt_sets, iters, guards)]
+
+
+def selection(sources: Sequence[str]) -> List[int]:
+    """The cases the options are ranked on: every one but the leave-one-out cases (all of
+    them if there is nothing else)."""
+    picked = [i for i, s in enumerate(sources) if case_kind(s) != LEAVE_ONE_OUT]
+    return picked or list(range(len(sources)))
 
 
 def loo_vetoed(per_case: Dict[SAMStep, List[float]], warp_per_case: Sequence[float],
@@ -228,4 +241,4 @@ def mean_dice(pairs: Sequence[Tuple[Tensor, Tensor]]) -> float:
 
 __all__ = ['Calibration', 'CalibrationCase', 'LEAVE_ONE_OUT', 'SAMStep', 'StepTrace',
            'augmented_cases', 'case_dice', 'case_kind', 'choose', 'loo_vetoed', 'mean_dice',
-           'refinement_outcome', 'option_grid']
+           'refinement_outcome', 'option_grid', 'selection']

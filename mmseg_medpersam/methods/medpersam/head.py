@@ -39,9 +39,9 @@ from .calibration import (
     case_dice,
     choose,
     loo_vetoed,
-    mean_dice,
     option_grid,
     refinement_outcome,
+    selection,
 )
 from .label_fusion import LocallyWeightedVoting  # noqa: F401  (registers it)
 from .warping.intensity import to_gray
@@ -131,7 +131,8 @@ class MedPerSAMHead(BaseOneShotHead):
             SAM step is self-calibrated per task (``calibration``): prompts, K and the guard
             (or the warp alone) chosen on cases whose truth the references give.
         calibration: the self-calibration's settings: ``cases`` augmented copies per
-            reference (k >= 2 adds each reference segmented from the others), ``seed``,
+            reference (the options are ranked on them; k >= 2 adds each reference segmented
+            from the others, which rule out an option below the warp there), ``seed``,
             ``guards`` and ``iters`` tried, ``margin`` (Dice, 0..1) an option must gain over
             the warp on the cases, ``tie`` (Dice) within which the most conservative option
             wins (``calibration.choose``).
@@ -412,8 +413,9 @@ class MedPerSAMHead(BaseOneShotHead):
         sources = [case.source for case, _, _ in cases]
         warp_per_case = case_dice([(case.prior, case.truth) for case, _, _ in cases])
         per_case = {o: case_dice(pairs) for o, pairs in finals.items()}
-        warp = mean_dice([(case.prior, case.truth) for case, _, _ in cases])
-        scores = {o: mean_dice(pairs) for o, pairs in finals.items()}
+        ranked = selection(sources)
+        warp = sum(warp_per_case[i] for i in ranked) / len(ranked)
+        scores = {o: sum(v[i] for i in ranked) / len(ranked) for o, v in per_case.items()}
         vetoed = loo_vetoed(per_case, warp_per_case, sources)
         return Calibration(choose(scores, warp, cfg['margin'], cfg['tie'], vetoed), warp,
                            scores, sources, per_case, warp_per_case, vetoed)
