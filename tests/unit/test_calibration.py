@@ -61,8 +61,9 @@ def test_leave_one_out_cases_rule_out_options_below_the_warp_there():
     vetoed = loo_vetoed(per_case, warp, sources)
     assert choose(scores, sum(warp) / 4, 0.01, 0.0025) == flattered  # the copies alone
     assert choose(scores, sum(warp) / 4, 0.01, 0.0025, vetoed) == steady
-    log = Calibration(steady, sum(warp) / 4, scores, sources, per_case, warp,
-                      vetoed).log(['mask', 'box'])
+    calibration = Calibration(sources, warp, per_case)
+    assert calibration.decide(0.01, 0.0025) == steady and calibration.vetoed == vetoed
+    log = calibration.log(['mask', 'box'])
     assert log['warp_by_kind'] == {'augmented': 80.0, 'leave-one-out': 85.0}
     entry = next(o for o in log['options'] if o['option'].startswith('mask, K=3'))
     assert entry['vetoed'] and entry['by_kind'] == {'augmented': 99.0, 'leave-one-out': 75.0}

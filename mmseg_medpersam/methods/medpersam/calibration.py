@@ -126,20 +126,36 @@ def case_kind(source: str) -> str:
 
 @dataclass
 class Calibration:
-    """The evidence and the choice of one task's self-calibration.
+    """The evidence of one task's self-calibration, and the choice made from it.
 
-    ``warp`` and ``scores``: mean Dice on the cases the options are ranked on (``selection``);
-    ``per_case``: each option's Dice on every case (``cases`` order), ``warp_per_case`` the
-    warp's; ``vetoed``: options below the warp on the leave-one-out cases.
+    ``per_case``: each option's Dice on every case (``cases`` order, the cases' sources);
+    ``warp_per_case``: the warp's. What the choice reads is derived from them: ``warp`` and
+    ``scores`` (mean Dice on the cases the options are ranked on, ``selection``) and
+    ``vetoed`` (options below the warp on the leave-one-out cases).
     """
 
-    choice: SAMStep
-    warp: float
-    scores: Dict[SAMStep, float] = field(default_factory=dict)
-    cases: List[str] = field(default_factory=list)
+    cases: List[str]
+    warp_per_case: List[float]
     per_case: Dict[SAMStep, List[float]] = field(default_factory=dict)
-    warp_per_case: List[float] = field(default_factory=list)
-    vetoed: Set[SAMStep] = field(default_factory=set)
+    choice: SAMStep = SAMStep(guard=None)
+
+    @property
+    def warp(self) -> float:
+        return _mean_at(self.warp_per_case, selection(self.cases))
+
+    @property
+    def scores(self) -> Dict[SAMStep, float]:
+        ranked = selection(self.cases)
+        return {o: _mean_at(v, ranked) for o, v in self.per_case.items()}
+
+    @property
+    def vetoed(self) -> Set[SAMStep]:
+        return loo_vetoed(self.per_case, self.warp_per_case, self.cases)
+
+    def decide(self, margin: float, tie: float) -> SAMStep:
+        """Set and return the ``choose`` rule's choice on this evidence."""
+        self.choice = choose(self.scores, self.warp, margin, tie, self.vetoed)
+        return self.choice
 
     def by_kind(self, values: Sequence[float]) -> Dict[str, float]:
         """Mean Dice (%) per kind of case."""
@@ -152,12 +168,13 @@ class Calibration:
         """The report's entry: the choice, the warp's and every option's mean Dice (%), in all
         and per kind of case, and which options the leave-one-out cases ruled out."""
         table = sorted(self.scores.items(), key=lambda r: -r[1])
+        vetoed = self.vetoed
         options = []
         for step, value in table:
             entry = dict(option=step.describe(names), mdice=round(100 * value, 2))
             if step in self.per_case:
                 entry['by_kind'] = self.by_kind(self.per_case[step])
-            if step in self.vetoed:
+            if step in vetoed:
                 entry['vetoed'] = 'below the warp on the leave-one-out cases'
             options.append(entry)
         out = dict(choice=self.choice.describe(names), warp=round(100 * self.warp, 2),
@@ -233,12 +250,10 @@ def case_dice(pairs: Sequence[Tuple[Tensor, Tensor]]) -> List[float]:
     return [1.0 if v != v else float(v) for v in values]  # nan: both empty
 
 
-def mean_dice(pairs: Sequence[Tuple[Tensor, Tensor]]) -> float:
-    """Mean Dice of (mask, truth) pairs (``case_dice``)."""
-    values = case_dice(pairs)
-    return float(sum(values) / max(len(values), 1))
+def _mean_at(values: Sequence[float], indices: Sequence[int]) -> float:
+    return sum(values[i] for i in indices) / max(len(indices), 1)
 
 
 __all__ = ['Calibration', 'CalibrationCase', 'LEAVE_ONE_OUT', 'SAMStep', 'StepTrace',
-           'augmented_cases', 'case_dice', 'case_kind', 'choose', 'loo_vetoed', 'mean_dice',
+           'augmented_cases', 'case_dice', 'case_kind', 'choose', 'loo_vetoed',
            'refinement_outcome', 'option_grid', 'selection']

@@ -37,11 +37,8 @@ from .calibration import (
     StepTrace,
     augmented_cases,
     case_dice,
-    choose,
-    loo_vetoed,
     option_grid,
     refinement_outcome,
-    selection,
 )
 from .label_fusion import LocallyWeightedVoting  # noqa: F401  (registers it)
 from .warping.intensity import to_gray
@@ -410,15 +407,11 @@ class MedPerSAMHead(BaseOneShotHead):
                     kept, _ = refinement_outcome(traces, o.guard, o.num_iters, self.stop_iou)
                     mask = traces[kept].mask.to(case.truth.device) if kept >= 0 else case.prior
                     finals[o].append((mask, case.truth))
-        sources = [case.source for case, _, _ in cases]
-        warp_per_case = case_dice([(case.prior, case.truth) for case, _, _ in cases])
-        per_case = {o: case_dice(pairs) for o, pairs in finals.items()}
-        ranked = selection(sources)
-        warp = sum(warp_per_case[i] for i in ranked) / len(ranked)
-        scores = {o: sum(v[i] for i in ranked) / len(ranked) for o, v in per_case.items()}
-        vetoed = loo_vetoed(per_case, warp_per_case, sources)
-        return Calibration(choose(scores, warp, cfg['margin'], cfg['tie'], vetoed), warp,
-                           scores, sources, per_case, warp_per_case, vetoed)
+        calibration = Calibration([case.source for case, _, _ in cases],
+                                  case_dice([(case.prior, case.truth) for case, _, _ in cases]),
+                                  {o: case_dice(pairs) for o, pairs in finals.items()})
+        calibration.decide(cfg['margin'], cfg['tie'])
+        return calibration
 
     def _pseudo_labels(self, state: MedPerSAMState, targets: Sequence[TargetImage],
                        results: Dict[str, Dict[int, HeadResult]]) -> List[Optional[Tensor]]:

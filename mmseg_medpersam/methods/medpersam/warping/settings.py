@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 from mmengine.registry import OPTIMIZERS
 
 from ....utils.validate import check_number
+from .spatial_transformer import size2
 
 OWNER = 'WarpingModel'
 
@@ -28,13 +29,13 @@ def _known(group: str, given: Dict[str, Any], known) -> None:
         raise ValueError(f'{OWNER}: unknown {group} {sorted(unknown)}; known: {sorted(known)}')
 
 
-def _size2(size: Union[int, Tuple[int, int], None]) -> Optional[Tuple[int, int]]:
+def _work_size(size: Union[int, Tuple[int, int], None]) -> Optional[Tuple[int, int]]:
     if size is None:
         return None
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    for name, v in (('work_size height', h), ('work_size width', w)):
-        check_number(OWNER, f'network.{name}', v, minimum=16, integer=True)
-    return int(h), int(w)
+    out = size2(size)
+    for name, v in zip(('height', 'width'), out):
+        check_number(OWNER, f'network.work_size {name}', v, minimum=16, integer=True)
+    return out
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class NetworkSettings:
         cfg = dict(cfg or {})
         _known('network settings', cfg, [f.name for f in fields(cls)])
         cfg['flow_net'] = dict(dict(type='FlowUNet'), **(cfg.get('flow_net') or {}))
-        cfg['work_size'] = _size2(cfg.get('work_size'))
+        cfg['work_size'] = _work_size(cfg.get('work_size'))
         out = cls(**cfg)
         check_number(OWNER, 'network.work_long_side', out.work_long_side, minimum=16,
                      integer=True)
