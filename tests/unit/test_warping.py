@@ -383,3 +383,21 @@ def test_fit_until_converged_stops_before_its_cap_and_says_how_long_it_ran():
     # Retraining keeps its fixed number of steps.
     again = model.refit(shape_image(ref_mask), ref_mask, [shape_image(m) for m in tgt], [tgt[0]])
     assert again['iters'] == model.fitter.schedule.retrain_iters
+
+
+
+@pytest.mark.parametrize('window', [1, 3, 9, 41])
+def test_box_mean_is_the_true_count_mean_of_its_window(window):
+    """Running-sum box means are each pixel's mean over the window cut at the borders (a
+    window wider than the image included)."""
+    from mmseg_medpersam.methods.medpersam.warping.losses import box_mean
+    x = torch.rand(2, 3, 17, 30, dtype=torch.float64)
+    r = window // 2
+    expected = torch.empty_like(x)
+    for i in range(17):
+        for j in range(30):
+            expected[..., i, j] = x[..., max(0, i - r):i + r + 1,
+                                    max(0, j - r):j + r + 1].mean(dim=(-2, -1))
+    got = box_mean(x.float(), window)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got.double(), expected, atol=1e-5)

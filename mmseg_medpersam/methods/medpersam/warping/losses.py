@@ -4,6 +4,7 @@ All losses take ``(N, C, H, W)`` tensors and return a scalar (mean over the batc
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -13,12 +14,27 @@ from ....utils.masks import soft_dice_loss
 def box_mean(x: Tensor, window: int) -> Tensor:
     """Local mean over a ``window x window`` box (zero padding, true-count normalised).
 
-    Computed as two 1D means (rows, then columns): the same numbers as a 2D box at a quarter
-    of the cost for a 9 x 9 window, since the true counts factorise too.
+    Box sums are differences of running sums (rows, then columns; the true counts factorise
+    too): the cost per pixel does not grow with the window, and a 9 x 9 mean with its
+    gradient takes a third of the time of two 1D average poolings on these CPUs (the local
+    NCC calls it 15 times per fitting step). In float32 whatever the autocast: running sums in
+    bfloat16 would lose the differences.
     """
     r = window // 2
-    x = F.avg_pool2d(x, (1, window), stride=1, padding=(0, r), count_include_pad=False)
-    return F.avg_pool2d(x, (window, 1), stride=1, padding=(r, 0), count_include_pad=False)
+    return _running_mean(_running_mean(x.float(), r, dim=-1), r, dim=-2)
+
+
+def _running_mean(x: Tensor, r: int, dim: int) -> Tensor:
+    """Mean over ``[i - r, i + r]`` along ``dim`` (clipped at the borders) for every ``i``."""
+    n = x.shape[dim]
+    pad = (1, 0) if dim == -1 else (0, 0, 1, 0)
+    sums = F.pad(torch.cumsum(x, dim), pad)  # sums[i] = x[0] + ... + x[i - 1]
+    index = torch.arange(n, device=x.device)
+    hi = (index + r + 1).clamp(max=n)
+    lo = (index - r).clamp(min=0)
+    count = (hi - lo).to(x.dtype)
+    shape = (n, 1) if dim == -2 else (n, )
+    return (sums.index_select(dim, hi) - sums.index_select(dim, lo)) / count.reshape(shape)
 
 
 def local_ncc_loss(pred: Tensor, target: Tensor, window: int = 9,
