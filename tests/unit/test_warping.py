@@ -401,3 +401,5 @@ def test_box_mean_is_the_true_count_mean_of_its_window(window):
     got = box_mean(x.float(), window)
     assert got.dtype == torch.float32
     assert torch.allclose(got.double(), expected, atol=1e-5)
+    assert torch.allclose(box_mean(x, window), expected, atol=1e-12)  # float64 stays so
+    assert box_mean(x.bfloat16(), window).dtype == torch.float32  # never summed in bf16

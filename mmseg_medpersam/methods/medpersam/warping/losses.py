@@ -17,11 +17,13 @@ def box_mean(x: Tensor, window: int) -> Tensor:
     Box sums are differences of running sums (rows, then columns; the true counts factorise
     too): the cost per pixel does not grow with the window, and a 9 x 9 mean with its
     gradient takes a third of the time of two 1D average poolings on these CPUs (the local
-    NCC calls it 15 times per fitting step). In float32 whatever the autocast: running sums in
-    bfloat16 would lose the differences.
+    NCC calls it 15 times per fitting step). In float32 at least, whatever the autocast:
+    running sums in bfloat16 would lose the differences.
     """
     r = window // 2
-    return _running_mean(_running_mean(x.float(), r, dim=-1), r, dim=-2)
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return _running_mean(_running_mean(x, r, dim=-1), r, dim=-2)
 
 
 def _running_mean(x: Tensor, r: int, dim: int) -> Tensor:
