@@ -63,7 +63,9 @@ class LocallyWeightedVoting(torch.nn.Module):
         if maps.shape[0] == 1:
             return maps[0]
         w = self.weights(warped_images.float(), target.float().to(warped_images.device))
-        return (w[:, None] * maps).sum(dim=0)
+        # A convex combination of probabilities, but weights summing to one only up to
+        # rounding can carry it a float step past 1: it stays a probability.
+        return (w[:, None] * maps).sum(dim=0).clamp(0, 1)
 
 
 __all__ = ['LocallyWeightedVoting', 'standardise']
