@@ -81,6 +81,7 @@ def config_error_message(err: BaseException) -> str:
 #: 130 interrupted (Ctrl-C; what was finished is kept).
 EXIT_OK = 0
 
+
 def run_tool(main: Callable[[], int]) -> int:
     """Run a tool's body; its errors as one line on stderr and the documented exit code
     (``structures.errors``: 2 checkpoint, 3 input, 4 setting, 5 output, 130 interrupted)."""

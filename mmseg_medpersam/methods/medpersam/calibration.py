@@ -191,22 +191,26 @@ def option_grid(prompt_sets: Sequence[Tuple[int, ...]], iters: Sequence[int],
     return [SAMStep(p, k, g) for p, k, g in itertools.product(prompt_sets, iters, guards)]
 
 
+def _leave_one_out(sources: Sequence[str]) -> List[int]:
+    return [i for i, s in enumerate(sources) if case_kind(s) == LEAVE_ONE_OUT]
+
+
 def selection(sources: Sequence[str]) -> List[int]:
     """The cases the options are ranked on: every one but the leave-one-out cases (all of
     them if there is nothing else)."""
-    picked = [i for i, s in enumerate(sources) if case_kind(s) != LEAVE_ONE_OUT]
-    return picked or list(range(len(sources)))
+    loo = set(_leave_one_out(sources))
+    return [i for i in range(len(sources)) if i not in loo] or list(range(len(sources)))
 
 
 def loo_vetoed(per_case: Dict[SAMStep, List[float]], warp_per_case: Sequence[float],
                sources: Sequence[str]) -> Set[SAMStep]:
     """Options whose mean Dice on the leave-one-out cases is below the warp's there (none
     without such cases)."""
-    loo = [i for i, s in enumerate(sources) if case_kind(s) == LEAVE_ONE_OUT]
+    loo = _leave_one_out(sources)
     if not loo:
         return set()
-    warp = sum(warp_per_case[i] for i in loo) / len(loo)
-    return {o for o, v in per_case.items() if sum(v[i] for i in loo) / len(loo) < warp}
+    warp = _mean_at(warp_per_case, loo)
+    return {o for o, v in per_case.items() if _mean_at(v, loo) < warp}
 
 
 def choose(scores: Dict[SAMStep, float], warp: float, margin: float, tie: float,
